@@ -1,0 +1,5 @@
+export * from './at-proto.error.js';
+export * from './at-proto-config.error.js';
+export * from './at-proto-decryption.error.js';
+export * from './at-proto-key-ring-unavailable.error.js';
+export * from './at-proto-store.error.js';

@@ -1,0 +1,16 @@
+import { AtProtoAppSessionEntity } from './app-session.entity.js';
+import { AtProtoOAuthSessionEntity } from './oauth-session.entity.js';
+import { AtProtoOAuthStateEntity } from './oauth-state.entity.js';
+
+export { AtProtoAppSessionEntity, AtProtoOAuthSessionEntity, AtProtoOAuthStateEntity };
+
+/**
+ * Every entity of this library: spread it into your DataSource's `entities`.
+ * @example TypeOrmModule.forRoot({ ..., entities: [...atProtoEntities], migrations: [...atProtoMigrations()] })
+ * @publicApi
+ */
+export const atProtoEntities = [
+  AtProtoOAuthStateEntity,
+  AtProtoOAuthSessionEntity,
+  AtProtoAppSessionEntity,
+] as const;

@@ -1,0 +1,17 @@
+import type { MigrationInterface } from 'typeorm';
+import { AtProtoInit1763800000000 } from './1763800000000-at-proto-init.js';
+
+export { AtProtoInit1763800000000 };
+
+/**
+ * The migrations that create and evolve this library's tables, in order. Each one picks
+ * the SQL of the DataSource that runs it (SQLite via better-sqlite3, PostgreSQL,
+ * MySQL/MariaDB), so the same call works whatever database you use.
+ *
+ * @example
+ * new DataSource({ ..., entities: [...atProtoEntities], migrations: [...atProtoMigrations()] })
+ * @publicApi
+ */
+export function atProtoMigrations(): Array<new () => MigrationInterface> {
+  return [AtProtoInit1763800000000];
+}

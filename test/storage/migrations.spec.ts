@@ -1,0 +1,75 @@
+import { DataSource } from 'typeorm';
+import { atProtoEntities } from '../../lib/storage/entities/index.js';
+import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
+import { createTestDatabase, DIALECTS } from '../support/databases.js';
+
+describe.each(DIALECTS)('shipped migrations on %s', (dialect) => {
+  let ds: DataSource;
+  let drop: () => Promise<void>;
+
+  beforeAll(async () => {
+    const db = await createTestDatabase(dialect, 'migrations');
+    drop = db.drop;
+    ds = new DataSource({
+      ...db.options,
+      entities: [...atProtoEntities],
+      migrations: atProtoMigrations(),
+    });
+    await ds.initialize();
+  });
+
+  afterAll(async () => {
+    await ds?.destroy();
+    await drop?.();
+  });
+
+  it('create a schema that matches the entities (migration:generate finds nothing)', async () => {
+    const ran = await ds.runMigrations({ transaction: 'each' });
+    expect(ran.map((m) => m.name)).toEqual(['AtProtoInit1763800000000']);
+    const pending = await ds.driver.createSchemaBuilder().log();
+    expect(pending.upQueries.map((q) => q.query)).toEqual([]);
+  });
+
+  it('compare key columns byte for byte (keys differing only in case are distinct)', async () => {
+    const now = Date.now();
+    for (const key of ['AbC', 'abc']) {
+      await ds.query(
+        `INSERT INTO ${q(dialect, 'atproto_oauth_state')} (${q(dialect, 'key')}, ${q(dialect, 'data')}, ${q(dialect, 'created_at')}, ${q(dialect, 'expires_at')}) VALUES (${p(dialect, 1)}, ${p(dialect, 2)}, ${p(dialect, 3)}, ${p(dialect, 4)})`,
+        [key, '"x"', now, now],
+      );
+    }
+    for (const did of ['did:web:Example.com', 'did:web:example.com']) {
+      await ds.query(
+        `INSERT INTO ${q(dialect, 'atproto_app_session')} (${q(dialect, 'id')}, ${q(dialect, 'did')}, ${q(dialect, 'created_at')}, ${q(dialect, 'expires_at')}, ${q(dialect, 'last_seen_at')}) VALUES (${p(dialect, 1)}, ${p(dialect, 2)}, ${p(dialect, 3)}, ${p(dialect, 4)}, ${p(dialect, 5)})`,
+        [did === 'did:web:example.com' ? 'id-lower' : 'id-upper', did, now, now, now],
+      );
+    }
+    const rows: Array<{ key: string }> = await ds.query(
+      `SELECT ${q(dialect, 'key')} AS ${q(dialect, 'key')} FROM ${q(dialect, 'atproto_oauth_state')} WHERE ${q(dialect, 'key')} = ${p(dialect, 1)}`,
+      ['abc'],
+    );
+    expect(rows.map((r) => r.key)).toEqual(['abc']);
+    const byDid: unknown[] = await ds.query(
+      `SELECT * FROM ${q(dialect, 'atproto_app_session')} WHERE ${q(dialect, 'did')} = ${p(dialect, 1)}`,
+      ['did:web:example.com'],
+    );
+    expect(byDid).toHaveLength(1);
+  });
+
+  it('roll back cleanly', async () => {
+    await ds.undoLastMigration({ transaction: 'each' });
+    const tables = await ds.createQueryRunner().getTables([
+      'atproto_oauth_state',
+      'atproto_oauth_session',
+      'atproto_app_session',
+    ]);
+    expect(tables).toHaveLength(0);
+  });
+});
+
+function q(dialect: string, id: string): string {
+  return dialect === 'mariadb' ? `\`${id}\`` : `"${id}"`;
+}
+function p(dialect: string, n: number): string {
+  return dialect === 'postgres' ? `$${n}` : '?';
+}

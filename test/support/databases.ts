@@ -1,0 +1,67 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DataSource, type DataSourceOptions } from 'typeorm';
+
+/** The three databases every storage test runs on. */
+export type Dialect = 'sqlite' | 'postgres' | 'mariadb';
+export const DIALECTS: readonly Dialect[] = ['sqlite', 'postgres', 'mariadb'];
+
+const PG = { host: '127.0.0.1', port: 5432, username: 'postgres', password: '' };
+const MARIA = { host: '127.0.0.1', port: 3306, username: 'root', password: '' };
+
+/**
+ * A fresh, empty database of its own for one test file, so that test files never see
+ * each other's rows. Returns DataSource options for it and a function that drops it.
+ */
+export async function createTestDatabase(
+  dialect: Dialect,
+  label: string,
+): Promise<{ options: DataSourceOptions; drop: () => Promise<void>; name: string }> {
+  const name = `atp_${label.replace(/[^a-z0-9]/gi, '_').toLowerCase()}_${randomBytes(3).toString('hex')}`;
+  if (dialect === 'sqlite') {
+    const dir = mkdtempSync(join(tmpdir(), 'atp-sqlite-'));
+    return {
+      name,
+      options: { type: 'better-sqlite3', database: join(dir, `${name}.sqlite`) },
+      drop: async () => rmSync(dir, { recursive: true, force: true }),
+    };
+  }
+  const admin = new DataSource(
+    dialect === 'postgres'
+      ? { type: 'postgres', ...PG, database: 'test' }
+      : { type: 'mariadb', ...MARIA, database: 'test' },
+  );
+  await admin.initialize();
+  try {
+    await admin.query(dialect === 'postgres' ? `CREATE DATABASE "${name}"` : `CREATE DATABASE \`${name}\``);
+  } finally {
+    await admin.destroy();
+  }
+  const options: DataSourceOptions =
+    dialect === 'postgres'
+      ? { type: 'postgres', ...PG, database: name }
+      : { type: 'mariadb', ...MARIA, database: name };
+  return {
+    name,
+    options,
+    drop: async () => {
+      const a = new DataSource(
+        dialect === 'postgres'
+          ? { type: 'postgres', ...PG, database: 'test' }
+          : { type: 'mariadb', ...MARIA, database: 'test' },
+      );
+      await a.initialize();
+      try {
+        await a.query(
+          dialect === 'postgres'
+            ? `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`
+            : `DROP DATABASE IF EXISTS \`${name}\``,
+        );
+      } finally {
+        await a.destroy();
+      }
+    },
+  };
+}
