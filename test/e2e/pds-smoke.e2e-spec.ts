@@ -93,7 +93,9 @@ describe('in-process PDS harness (smoke)', () => {
 
   afterAll(async () => {
     restoreFetch?.();
-    await new Promise<void>((resolve) => (appServer ? appServer.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) =>
+      appServer ? appServer.close(() => resolve()) : resolve(),
+    );
     await pds?.stop();
   });
 

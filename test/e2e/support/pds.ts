@@ -304,7 +304,9 @@ export async function signInAndConsent(
   });
   const pageText = await page.body.text();
   if (page.statusCode !== 200) {
-    throw new Error(`GET ${authUrl.pathname} answered ${page.statusCode}: ${pageText.slice(0, 300)}`);
+    throw new Error(
+      `GET ${authUrl.pathname} answered ${page.statusCode}: ${pageText.slice(0, 300)}`,
+    );
   }
   jar.store(page.headers['set-cookie']);
 

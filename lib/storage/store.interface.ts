@@ -1,0 +1,85 @@
+import type { NodeSavedSession, NodeSavedState } from '@atproto/oauth-client-node';
+
+/**
+ * A key-value store with the `get/set/del` shape `@atproto/oauth-client-node` expects
+ * (`SimpleStore` from `@atproto-labs/simple-store`).
+ * @publicApi
+ */
+export interface AtProtoKeyValueStore<V> {
+  /** The value under `key`, or `undefined` if there is none or it has expired. */
+  get(key: string): Promise<V | undefined>;
+  /** Creates or replaces the value under `key` (an upsert: never fails because it exists). */
+  set(key: string, value: V): Promise<void>;
+  /** Deletes the value under `key`; deleting a missing key is not an error. */
+  del(key: string): Promise<void>;
+}
+
+/**
+ * Pending authorizations keyed by OAuth `state`. Values hold the PKCE verifier and a DPoP
+ * private key: persistent implementations must encrypt them.
+ * @publicApi
+ */
+export type AtProtoStateStore = AtProtoKeyValueStore<NodeSavedState>;
+
+/**
+ * OAuth sessions keyed by DID. Values hold tokens and a DPoP private key: persistent
+ * implementations must encrypt them, and must retry transient write failures (the OAuth
+ * client revokes a session it fails to persist).
+ * @publicApi
+ */
+export type AtProtoSessionStore = AtProtoKeyValueStore<NodeSavedSession>;
+
+/**
+ * One app session (a signed-in device) as stored.
+ * @publicApi
+ */
+export interface AppSessionRecord {
+  /** SHA-256 (lowercase hex) of the opaque session token. */
+  id: string;
+  /** The DID the session belongs to. */
+  did: string;
+  createdAt: Date;
+  /** Absolute end of the session. */
+  expiresAt: Date;
+  /** Last request seen; written at most once a minute. */
+  lastSeenAt: Date;
+  /** When the session was revoked (logout), or `null`. */
+  revokedAt: Date | null;
+  /** The `User-Agent` that created it (truncated to 512 characters), for "active devices" pages. */
+  userAgent: string | null;
+}
+
+/**
+ * Storage of app sessions. Deciding whether a record is still valid (expiry, idle
+ * timeout, revocation) is the caller's job; the store only keeps records.
+ * @publicApi
+ */
+export interface AppSessionStore {
+  /** Inserts a new session. */
+  create(record: AppSessionRecord): Promise<void>;
+  /** The session with id `id` (revoked and expired ones included), or `undefined`. */
+  get(id: string): Promise<AppSessionRecord | undefined>;
+  /** Records activity: sets `lastSeenAt`. */
+  touch(id: string, at: Date): Promise<void>;
+  /** Revokes one session; resolves `true` if it was not revoked before. */
+  revoke(id: string, at: Date): Promise<boolean>;
+  /** Revokes every session of `did`; resolves how many were revoked by this call. */
+  revokeAllForDid(did: string, at: Date): Promise<number>;
+  /** Every session of `did` that is not revoked, newest first. */
+  listForDid(did: string): Promise<AppSessionRecord[]>;
+}
+
+/**
+ * Options shared by the built-in stores.
+ * @publicApi
+ */
+export interface AtProtoStoreOptions {
+  /**
+   * How long a value lives after its last `set`, in milliseconds: the state lifetime for a
+   * state store, the OAuth-session retention (idle time since the last refresh) for a
+   * session store. `get` ignores older values and cleanup deletes them.
+   */
+  ttlMs: number;
+  /** The clock, in epoch milliseconds. @default Date.now */
+  now?: () => number;
+}

@@ -1,0 +1,6 @@
+export {
+  defineStoreConformanceTests,
+  type ConformanceTestApi,
+  type StoreConformanceContext,
+  type StoreConformanceOptions,
+} from './store-conformance.js';
