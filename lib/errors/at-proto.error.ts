@@ -10,7 +10,10 @@ export type AtProtoErrorCode =
   | 'ERR_AT_PROTO_STORE'
   | 'ERR_AT_PROTO_LOCK'
   | 'ERR_AT_PROTO_GUARD_MISSING'
-  | 'ERR_AT_PROTO_OPTIONAL_DEPENDENCY';
+  | 'ERR_AT_PROTO_OPTIONAL_DEPENDENCY'
+  | 'ERR_AT_PROTO_BAD_REQUEST'
+  | 'ERR_AT_PROTO_SESSION_UNAVAILABLE'
+  | 'ERR_AT_PROTO_UPSTREAM';
 
 /**
  * Base class of every error this library throws on purpose. `name` is the concrete

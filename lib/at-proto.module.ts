@@ -1,0 +1,150 @@
+import { Logger, Module, type Provider } from '@nestjs/common';
+import type { NodeOAuthClient } from '@atproto/oauth-client-node';
+import type { DataSource } from 'typeorm';
+import {
+  AT_PROTO_APP_SESSION_STORE,
+  AT_PROTO_DATA_SOURCE,
+  AT_PROTO_MODULE_EXTRAS,
+  AT_PROTO_OAUTH_CLIENT,
+  AT_PROTO_OPTIONS,
+  AT_PROTO_SESSION_STORE,
+  AT_PROTO_STATE_STORE,
+} from './at-proto.constants.js';
+import { AT_PROTO_RAW_OPTIONS, AtProtoConfigurableModule } from './at-proto.module-definition.js';
+import { installKeyRing } from './crypto/key-ring.registry.js';
+import { AtProtoConfigError } from './errors/at-proto-config.error.js';
+import { AtProtoEvents } from './events/at-proto-events.js';
+import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
+import { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
+import { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
+import { createOAuthClient } from './oauth/oauth-client.factory.js';
+import type { AtProtoModuleExtras, AtProtoModuleOptions } from './options/at-proto-options.interface.js';
+import { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
+import type { ResolvedAtProtoOptions } from './options/resolved-options.js';
+import { AppSessionService } from './session/app-session.service.js';
+import {
+  MemoryAppSessionStore,
+  MemorySessionStore,
+  MemoryStateStore,
+} from './storage/memory/memory.stores.js';
+import type {
+  AppSessionStore,
+  AtProtoSessionStore,
+  AtProtoStateStore,
+} from './storage/store.interface.js';
+import { TypeOrmAppSessionStore } from './storage/typeorm/typeorm-app-session.store.js';
+import { TypeOrmSessionStore } from './storage/typeorm/typeorm-session.store.js';
+import { TypeOrmStateStore } from './storage/typeorm/typeorm-state.store.js';
+
+/** The three stores, built together so they share one DataSource lookup. */
+const AT_PROTO_STORES = Symbol('AT_PROTO_STORES');
+interface Stores {
+  state: AtProtoStateStore;
+  session: AtProtoSessionStore;
+  app: AppSessionStore;
+}
+
+const providers: Provider[] = [
+  {
+    provide: AT_PROTO_OPTIONS,
+    inject: [AT_PROTO_RAW_OPTIONS, AT_PROTO_MODULE_EXTRAS],
+    useFactory: async (raw: AtProtoModuleOptions, extras: AtProtoModuleExtras) => {
+      const resolved = await resolveAtProtoOptions(raw, extras);
+      // Encrypted entity columns find the ring here (see crypto/key-ring.registry.ts).
+      installKeyRing(resolved.keyRing);
+      if (resolved.clientMode === 'loopback') {
+        new Logger('AtProtoModule').warn(
+          `publicUrl ${resolved.publicUrl} is a loopback address: running as the AT Protocol ` +
+            'development client (public client, short sessions). Use an https publicUrl in production.',
+        );
+      }
+      return resolved;
+    },
+  },
+  {
+    provide: AT_PROTO_STORES,
+    inject: [AT_PROTO_OPTIONS, AT_PROTO_DATA_SOURCE],
+    useFactory: (options: ResolvedAtProtoOptions, found: DataSource | null): Stores => {
+      if (options.storage === 'memory') {
+        return {
+          state: new MemoryStateStore({ ttlMs: options.stateTtlMs }),
+          session: new MemorySessionStore({ ttlMs: options.oauthSessionRetentionMs }),
+          app: new MemoryAppSessionStore(),
+        };
+      }
+      const dataSource = requireDataSource(found, options.dataSourceName);
+      return {
+        state: new TypeOrmStateStore(dataSource, { ttlMs: options.stateTtlMs, retry: options.storeRetry }),
+        session: new TypeOrmSessionStore(dataSource, {
+          ttlMs: options.oauthSessionRetentionMs,
+          retry: options.storeRetry,
+        }),
+        app: new TypeOrmAppSessionStore(dataSource, { retry: options.storeRetry }),
+      };
+    },
+  },
+  { provide: AT_PROTO_STATE_STORE, inject: [AT_PROTO_STORES], useFactory: (s: Stores) => s.state },
+  { provide: AT_PROTO_SESSION_STORE, inject: [AT_PROTO_STORES], useFactory: (s: Stores) => s.session },
+  { provide: AT_PROTO_APP_SESSION_STORE, inject: [AT_PROTO_STORES], useFactory: (s: Stores) => s.app },
+  { provide: AtProtoRequestLock, useFactory: () => new LocalRequestLock() },
+  AtProtoEvents,
+  {
+    provide: AT_PROTO_OAUTH_CLIENT,
+    inject: [AT_PROTO_OPTIONS, AT_PROTO_STORES, AtProtoRequestLock, AtProtoEvents],
+    useFactory: (
+      options: ResolvedAtProtoOptions,
+      stores: Stores,
+      lock: AtProtoRequestLock,
+      events: AtProtoEvents,
+    ): NodeOAuthClient => createOAuthClient(options, stores.state, stores.session, lock, events),
+  },
+  AtProtoAuthService,
+  AppSessionService,
+  AtProtoAuthGuard,
+];
+
+/**
+ * AT Protocol (Bluesky) OAuth login for a NestJS app: the OAuth client, its routes
+ * (`client-metadata.json`, `jwks.json`, `login`, `callback`, `logout`), app sessions in
+ * cookies, the global `AtProtoAuthGuard`, and encrypted storage on the app's TypeORM
+ * DataSource.
+ *
+ * @example
+ * AtProtoModule.forRootAsync({
+ *   inject: [ConfigService],
+ *   useFactory: (c: ConfigService) => ({
+ *     publicUrl: c.getOrThrow('PUBLIC_URL'),
+ *     keys: [c.getOrThrow('ATPROTO_PRIVATE_JWK_1')],
+ *     encryption: { activeKeyId: '2026-11', keys: { '2026-11': c.getOrThrow('ATPROTO_ENC_KEY') } },
+ *   }),
+ * })
+ * @publicApi
+ */
+@Module({
+  providers,
+  exports: [
+    AT_PROTO_OPTIONS,
+    AT_PROTO_OAUTH_CLIENT,
+    AT_PROTO_STATE_STORE,
+    AT_PROTO_SESSION_STORE,
+    AT_PROTO_APP_SESSION_STORE,
+    AtProtoRequestLock,
+    AtProtoEvents,
+    AtProtoAuthService,
+    AppSessionService,
+    AtProtoAuthGuard,
+  ],
+})
+export class AtProtoModule extends AtProtoConfigurableModule {}
+
+function requireDataSource(dataSource: DataSource | null, name: string | undefined): DataSource {
+  if (dataSource) return dataSource;
+  throw new AtProtoConfigError(
+    [
+      `no TypeORM DataSource${name ? ` named "${name}"` : ''} found: import TypeOrmModule.forRoot` +
+        `({ ..., entities: [...atProtoEntities], migrations: [...atProtoMigrations()] }) in your app, ` +
+        `or set storage: 'memory' to keep sessions in memory (one instance, lost on restart).`,
+    ],
+    'AtProtoModule storage',
+  );
+}

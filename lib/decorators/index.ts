@@ -1,0 +1,3 @@
+export { AtProtoDid } from './at-proto-did.decorator.js';
+export { AtProtoSession } from './at-proto-session.decorator.js';
+export { Public } from './public.decorator.js';

@@ -1,0 +1,68 @@
+import {
+  type CanActivate,
+  type ExecutionContext,
+  ForbiddenException,
+  Inject,
+  Injectable,
+  UnauthorizedException,
+} from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import type { OAuthSession } from '@atproto/oauth-client-node';
+import { AT_PROTO_OPTIONS, AT_PROTO_PUBLIC_KEY, AT_PROTO_REQUEST_KEY } from '../at-proto.constants.js';
+import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
+import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
+import { AppSessionService } from '../session/app-session.service.js';
+import { type HttpRequestLike, isCrossSiteRequest, readCookie } from '../session/http.util.js';
+import { AT_PROTO_GUARD_SEEN, type AtProtoRequestAuth } from './at-proto-request-auth.js';
+
+/**
+ * Authenticates a request by its app-session cookie and attaches the user's DID
+ * (`@AtProtoDid()`) and a lazy OAuth-session restore (`@AtProtoSession()`). Only the app
+ * session is checked here: the OAuth session is restored when a handler asks for it, never
+ * on every request. Routes marked `@Public()` pass without a session. A cookie-authenticated
+ * POST/PUT/PATCH/DELETE from another site is refused (403).
+ *
+ * Registered globally by default (`globalGuard`); otherwise use `@UseGuards(AtProtoAuthGuard)`.
+ * @publicApi
+ */
+@Injectable()
+export class AtProtoAuthGuard implements CanActivate {
+  constructor(
+    private readonly reflector: Reflector,
+    private readonly appSessions: AppSessionService,
+    private readonly auth: AtProtoAuthService,
+    @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
+  ) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    if (context.getType() !== 'http') return true;
+    const req = context.switchToHttp().getRequest<HttpRequestLike>();
+    // Registered globally and with @UseGuards: authenticate once.
+    if (req[AT_PROTO_REQUEST_KEY]) return true;
+    req[AT_PROTO_GUARD_SEEN as unknown as string] = true;
+    const isPublic = this.reflector.getAllAndOverride<boolean | undefined>(AT_PROTO_PUBLIC_KEY, [
+      context.getHandler(),
+      context.getClass(),
+    ]);
+
+    const token = readCookie(req, this.options.cookie.sessionName);
+    const session = token ? await this.appSessions.validate(token) : undefined;
+    if (!session) {
+      if (isPublic) return true;
+      throw new UnauthorizedException('Sign in to continue.');
+    }
+    if (isCrossSiteRequest(req, this.options.origin)) {
+      // On a public route the request simply proceeds without the user's identity.
+      if (isPublic) return true;
+      throw new ForbiddenException('Cross-site request refused.');
+    }
+    let restored: Promise<OAuthSession> | undefined;
+    const auth: AtProtoRequestAuth = {
+      did: session.did,
+      appSessionId: session.id,
+      restore: () => (restored ??= this.auth.restore(session.did)),
+    };
+    req[AT_PROTO_REQUEST_KEY] = auth;
+    return true;
+  }
+}

@@ -1,0 +1,20 @@
+import type { OAuthSession } from '@atproto/oauth-client-node';
+
+/**
+ * What `AtProtoAuthGuard` attaches to an authenticated request (as `req.atproto`).
+ * @publicApi
+ */
+export interface AtProtoRequestAuth {
+  /** The signed-in user's DID. */
+  readonly did: string;
+  /** Id of the app session (device) the request came with. */
+  readonly appSessionId: string;
+  /**
+   * Restores the user's OAuth session (refreshing it if stale). Memoized per request;
+   * nothing is restored until something calls it.
+   */
+  restore(): Promise<OAuthSession>;
+}
+
+/** @internal Marks a request the guard has seen, authenticated or not. */
+export const AT_PROTO_GUARD_SEEN = Symbol.for('nestjs-atproto-auth.guard-seen');

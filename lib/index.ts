@@ -1,0 +1,63 @@
+// The one public door of nestjs-atproto-auth. Everything not exported here is internal.
+export { AtProtoModule } from './at-proto.module.js';
+export {
+  AT_PROTO_APP_SESSION_STORE,
+  AT_PROTO_OAUTH_CLIENT,
+  AT_PROTO_OPTIONS,
+  AT_PROTO_SESSION_STORE,
+  AT_PROTO_STATE_STORE,
+} from './at-proto.constants.js';
+export type {
+  AtProtoModuleExtras,
+  AtProtoModuleOptions,
+  AtProtoSigningKeyInput,
+} from './options/at-proto-options.interface.js';
+export type { ResolvedAtProtoOptions } from './options/resolved-options.js';
+export { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
+
+export { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
+export { AppSessionService, type AppSessionInfo } from './session/app-session.service.js';
+export { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
+export type { AtProtoRequestAuth } from './guards/at-proto-request-auth.js';
+export { AtProtoDid, AtProtoSession, Public } from './decorators/index.js';
+export {
+  AtProtoEvents,
+  type AtProtoEvent,
+  type AtProtoSessionDeletedReason,
+} from './events/at-proto-events.js';
+export { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
+
+export { KeyRing, type KeyRingOptions, encryptedColumn, installKeyRing, getInstalledKeyRing } from './crypto/index.js';
+
+export {
+  AtProtoAppSessionEntity,
+  AtProtoOAuthSessionEntity,
+  AtProtoOAuthStateEntity,
+  atProtoEntities,
+} from './storage/entities/index.js';
+export { atProtoMigrations, AtProtoInit1763800000000 } from './storage/migrations/index.js';
+export type {
+  AppSessionRecord,
+  AppSessionStore,
+  AtProtoKeyValueStore,
+  AtProtoSessionStore,
+  AtProtoStateStore,
+  AtProtoStoreOptions,
+} from './storage/store.interface.js';
+export { TypeOrmStateStore, type TypeOrmStoreOptions } from './storage/typeorm/typeorm-state.store.js';
+export { TypeOrmSessionStore } from './storage/typeorm/typeorm-session.store.js';
+export { TypeOrmAppSessionStore } from './storage/typeorm/typeorm-app-session.store.js';
+export {
+  MemoryAppSessionStore,
+  MemorySessionStore,
+  MemoryStateStore,
+} from './storage/memory/memory.stores.js';
+export {
+  isTransientDatabaseError,
+  type TransientRetryOptions,
+} from './storage/transient-retry.js';
+
+export * from './errors/index.js';
+
+/** The OAuth session type `@AtProtoSession()` injects (from `@atproto/oauth-client-node`). */
+export type { OAuthSession } from '@atproto/oauth-client-node';

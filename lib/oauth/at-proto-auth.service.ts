@@ -1,0 +1,222 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import {
+  isExpectedSessionError,
+  NodeOAuthClient,
+  OAuthCallbackError,
+  OAuthResolverError,
+  type OAuthSession,
+} from '@atproto/oauth-client-node';
+import { AT_PROTO_OAUTH_CLIENT, AT_PROTO_OPTIONS, AT_PROTO_STATE_STORE } from '../at-proto.constants.js';
+import {
+  AtProtoBadRequestError,
+  AtProtoSessionUnavailableError,
+  AtProtoUpstreamError,
+} from '../errors/at-proto-http.errors.js';
+import { AtProtoStoreError } from '../errors/at-proto-store.error.js';
+import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
+import type { AtProtoStateStore } from '../storage/store.interface.js';
+import { describe } from '../session/app-session.service.js';
+import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
+import { oauthPhase } from './oauth-phase.js';
+
+/** What the module keeps in the OAuth client's `appState` for a browser login. */
+interface LoginAppState {
+  /** SHA-256 (base64url) of the nonce held in the login cookie of the browser that started. */
+  b: string;
+  /** Where to send the browser after the callback. */
+  r: string;
+}
+
+const STATE_PARAM = /^[\x21-\x7e]{1,255}$/;
+
+/**
+ * The OAuth operations behind the module's routes, for apps that want their own routes:
+ * start a login bound to the browser, complete it, restore a user's OAuth session, revoke it.
+ * @publicApi
+ */
+@Injectable()
+export class AtProtoAuthService {
+  readonly #logger = new Logger('AtProtoAuth');
+
+  constructor(
+    @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
+    @Inject(AT_PROTO_OAUTH_CLIENT) private readonly client: NodeOAuthClient,
+    @Inject(AT_PROTO_STATE_STORE) private readonly stateStore: AtProtoStateStore,
+  ) {}
+
+  /** The underlying `NodeOAuthClient`, for what this service does not cover. */
+  get oauthClient(): NodeOAuthClient {
+    return this.client;
+  }
+
+  /**
+   * Starts a login for what the user typed (handle, DID or PDS URL). Returns the URL to
+   * redirect the browser to and a `bindingNonce` that must come back with the callback
+   * (the module keeps it in a short-lived HttpOnly cookie) so that a callback opened in
+   * another browser is refused.
+   * @throws AtProtoBadRequestError for bad input or an unresolvable identity
+   * @throws AtProtoUpstreamError when the user's servers cannot be reached
+   */
+  async beginLogin(
+    input: unknown,
+    options: { returnTo?: unknown } = {},
+  ): Promise<{ url: URL; bindingNonce: string; returnTo: string }> {
+    const identity = normalizeLoginInput(input, this.options.allowHttpServers);
+    const returnTo = normalizeReturnTo(
+      options.returnTo,
+      this.options.publicUrl,
+      this.options.afterLoginPath,
+    );
+    const bindingNonce = randomBytes(32).toString('base64url');
+    const appState: LoginAppState = { b: sha256(bindingNonce), r: returnTo };
+    try {
+      const url = await this.client.authorize(identity, { state: JSON.stringify(appState) });
+      return { url, bindingNonce, returnTo };
+    } catch (error) {
+      if (error instanceof OAuthResolverError || isResolutionFailure(error)) {
+        throw new AtProtoBadRequestError(
+          `Could not find an AT Protocol account or server for "${identity}". Check the spelling.`,
+          { cause: error },
+        );
+      }
+      this.#logger.warn(`Starting a login failed: ${describe(error)}`);
+      throw new AtProtoUpstreamError(
+        'The authorization server could not be reached. Try again in a moment.',
+        { cause: error },
+      );
+    }
+  }
+
+  /**
+   * Completes a login from the callback's query parameters. Checks, before the OAuth
+   * client consumes the state and exchanges the code, that the state is known and that
+   * `bindingNonce` is the one the login started with; a mismatch changes nothing.
+   * @returns the DID, the OAuth session and where to send the browser
+   * @throws AtProtoBadRequestError for a forged, expired, replayed or foreign callback, a
+   * mismatching issuer, or an error answer from the authorization server
+   */
+  async completeLogin(
+    params: URLSearchParams,
+    bindingNonce: string | undefined,
+  ): Promise<{ did: string; session: OAuthSession; returnTo: string }> {
+    const state = params.get('state');
+    if (!state || !STATE_PARAM.test(state)) {
+      throw new AtProtoBadRequestError('The login response has no valid state. Start the login again.');
+    }
+    const saved = await this.stateStore.get(state);
+    const appState = saved ? parseAppState(saved.appState) : undefined;
+    if (!saved || !appState) {
+      throw new AtProtoBadRequestError(
+        'This login response is unknown, expired or already used. Start the login again.',
+      );
+    }
+    if (!bindingNonce || !safeEqual(sha256(bindingNonce), appState.b)) {
+      throw new AtProtoBadRequestError(
+        'This login was started in another browser (or its cookie is missing). Start the login again here.',
+      );
+    }
+    try {
+      const { session } = await oauthPhase.run('login', () => this.client.callback(params));
+      return { did: session.did, session, returnTo: appState.r };
+    } catch (error) {
+      if (error instanceof OAuthCallbackError) {
+        const serverError = params.get('error');
+        throw new AtProtoBadRequestError(
+          serverError
+            ? `The authorization server did not grant access (${safeCode(serverError)}).`
+            : `The login response was refused: ${callbackReason(error)}. Start the login again.`,
+          { cause: error },
+        );
+      }
+      this.#logger.warn(`Completing a login failed: ${describe(error)}`);
+      throw new AtProtoUpstreamError('The login could not be completed. Try again.', { cause: error });
+    }
+  }
+
+  /**
+   * The user's live OAuth session, refreshed first if its access token is (about to be)
+   * expired. Takes the session lock, so call it only when you need to act as the user.
+   * @param refresh `true` forces a refresh.
+   * @throws AtProtoSessionUnavailableError when the session is gone (log in again)
+   * @throws AtProtoUpstreamError when a needed refresh could not reach the server
+   */
+  async restore(did: string, refresh: boolean | 'auto' = 'auto'): Promise<OAuthSession> {
+    try {
+      return await this.client.restore(did, refresh);
+    } catch (error) {
+      if (isSessionGone(error)) {
+        throw new AtProtoSessionUnavailableError(
+          'The AT Protocol session has ended. Log in again.',
+          { cause: error },
+        );
+      }
+      this.#logger.warn(`Restoring an OAuth session failed: ${describe(error)}`);
+      throw new AtProtoUpstreamError(
+        'The AT Protocol session could not be restored right now. Try again.',
+        { cause: error },
+      );
+    }
+  }
+
+  /**
+   * Revokes the user's OAuth session at the authorization server (best effort) and deletes
+   * it. App sessions are not touched; see `AppSessionService`.
+   */
+  async revoke(did: string): Promise<void> {
+    try {
+      await oauthPhase.run('logout', () => this.client.revoke(did));
+    } catch (error) {
+      // client.revoke() deletes the stored session in a finally block: only the call to
+      // the authorization server failed. Logged, not thrown: logout must succeed locally.
+      this.#logger.warn(`Revoking an OAuth session at the authorization server failed: ${describe(error)}`);
+    }
+  }
+}
+
+function sha256(value: string): string {
+  return createHash('sha256').update(value, 'utf8').digest('base64url');
+}
+
+function safeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+function parseAppState(raw: string | undefined): LoginAppState | undefined {
+  if (!raw) return undefined;
+  try {
+    const value = JSON.parse(raw) as Partial<LoginAppState>;
+    return typeof value.b === 'string' && typeof value.r === 'string'
+      ? { b: value.b, r: value.r }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** An OAuth error code as sent by the server, reduced to its safe characters. */
+function safeCode(code: string): string {
+  return code.replace(/[^a-z_]/gi, '').slice(0, 64) || 'error';
+}
+
+function callbackReason(error: OAuthCallbackError): string {
+  const message = error.message ?? '';
+  if (/issuer/i.test(message)) return 'the issuer does not match';
+  if (/code/i.test(message)) return 'the authorization code is missing or invalid';
+  return 'it could not be verified';
+}
+
+function isResolutionFailure(error: unknown): boolean {
+  const name = (error as { name?: unknown })?.name;
+  return (
+    typeof name === 'string' &&
+    /HandleResolverError|DidError|InvalidDidError|OAuthResolverError/.test(name)
+  );
+}
+
+function isSessionGone(error: unknown): boolean {
+  if (error instanceof AtProtoStoreError) return false;
+  return isExpectedSessionError(error) || (error instanceof Error && /session was deleted/i.test(error.message));
+}

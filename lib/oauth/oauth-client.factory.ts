@@ -1,0 +1,61 @@
+import {
+  NodeOAuthClient,
+  TokenInvalidError,
+  TokenRefreshError,
+  TokenRevokedError,
+} from '@atproto/oauth-client-node';
+import type { AtProtoEvents, AtProtoSessionDeletedReason } from '../events/at-proto-events.js';
+import type { AtProtoRequestLock } from '../lock/request-lock.js';
+import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
+import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
+import { oauthPhase } from './oauth-phase.js';
+
+/**
+ * Builds the `NodeOAuthClient` from the resolved options, the stores and the lock, and
+ * maps its session hooks to {@link AtProtoEvents}.
+ * @internal
+ */
+export function createOAuthClient(
+  options: ResolvedAtProtoOptions,
+  stateStore: AtProtoStateStore,
+  sessionStore: AtProtoSessionStore,
+  lock: AtProtoRequestLock,
+  events: AtProtoEvents,
+): NodeOAuthClient {
+  return new NodeOAuthClient({
+    clientMetadata: options.clientMetadata,
+    keyset: options.clientMode === 'confidential' ? [...options.signingKeys] : undefined,
+    stateStore,
+    sessionStore,
+    requestLock: (name, fn) => lock.run(name, fn),
+    ...(options.handleResolver ? { handleResolver: options.handleResolver } : {}),
+    ...(options.plcDirectoryUrl ? { plcDirectoryUrl: options.plcDirectoryUrl } : {}),
+    allowHttp: options.allowHttpServers,
+    onSessionUpdated: (did) => {
+      events.emit({
+        type: oauthPhase.getStore() === 'login' ? 'oauth-session-created' : 'oauth-session-refreshed',
+        did,
+      });
+    },
+    onSessionDeleted: (did, cause) => {
+      const { reason, message } = deletionReason(cause);
+      events.emit({ type: 'oauth-session-deleted', did, reason, message });
+    },
+  });
+}
+
+function deletionReason(cause: unknown): { reason: AtProtoSessionDeletedReason; message?: string } {
+  const phase = oauthPhase.getStore();
+  const message = cause instanceof Error ? cause.message : undefined;
+  if (cause instanceof TokenRevokedError) {
+    return { reason: phase === 'login' ? 'replaced' : phase === 'logout' ? 'logout' : 'revoked', message };
+  }
+  if (cause instanceof TokenRefreshError) return { reason: 'refresh-failed', message };
+  if (cause instanceof TokenInvalidError) return { reason: 'invalid', message };
+  // The client does not export this class; its constructor name is stable (see
+  // @atproto/oauth-client errors/auth-method-unsatisfiable-error).
+  if ((cause as object | undefined)?.constructor?.name === 'AuthMethodUnsatisfiableError') {
+    return { reason: 'signing-key-removed', message };
+  }
+  return { reason: 'error', message };
+}

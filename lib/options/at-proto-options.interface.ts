@@ -1,0 +1,147 @@
+import type { KeyRingOptions } from '../crypto/key-ring.js';
+import type { TransientRetryOptions } from '../storage/transient-retry.js';
+
+/**
+ * A private ES256 signing key for `private_key_jwt` client authentication: a private JWK
+ * (object or JSON string) with a `kid`, or a PKCS#8 PEM string together with its `kid`.
+ * @publicApi
+ */
+export type AtProtoSigningKeyInput = string | Record<string, unknown> | { kid: string; pem: string };
+
+/**
+ * Options of `AtProtoModule.forRoot()` / the factory of `forRootAsync()`. Durations are in
+ * milliseconds. Validated once at boot: every problem is reported in one error.
+ * @publicApi
+ */
+export interface AtProtoModuleOptions {
+  /**
+   * The URL where this backend is reachable from browsers and from AT Protocol servers,
+   * including any global route prefix, e.g. `https://app.example.com` or
+   * `https://example.com/api`. With `https` the module is a confidential client and needs
+   * `keys`. With `http://127.0.0.1:<port>` (the IP, not `localhost`) it runs as the
+   * AT Protocol loopback development client: a public client without keys, for trying it
+   * locally. Any other `http` URL is refused.
+   */
+  publicUrl: string;
+
+  /** Shown to users on the authorization server's consent screen. @default 'AT Protocol app' */
+  clientName?: string;
+  /** Home page of the app (client metadata `client_uri`). @default publicUrl */
+  clientUri?: string;
+  /** Logo (client metadata `logo_uri`, https). */
+  logoUri?: string;
+  /** Terms of service (client metadata `tos_uri`, https). */
+  tosUri?: string;
+  /** Privacy policy (client metadata `policy_uri`, https). */
+  policyUri?: string;
+
+  /**
+   * OAuth scope requested at login; must contain `atproto`.
+   * @default 'atproto transition:generic'
+   */
+  scope?: string;
+
+  /**
+   * Private ES256 signing keys for `private_key_jwt` (required with an https `publicUrl`),
+   * each with a unique `kid`. Their public halves are served at `jwks.json`. Every OAuth
+   * session is bound to the `kid` it was created with: keep a retired key listed (it stays
+   * published) until the sessions created with it are gone, or those users are logged out.
+   */
+  keys?: AtProtoSigningKeyInput[];
+
+  /**
+   * The AES-256-GCM key ring that encrypts tokens, DPoP keys and PKCE verifiers at rest.
+   * @example { activeKeyId: '2026-11', keys: { '2026-11': process.env.ATPROTO_ENC_KEY } }
+   */
+  encryption: KeyRingOptions;
+
+  /** Cookies of the app session and of the login in progress. */
+  cookie?: {
+    /**
+     * Name of the app-session cookie. On https it gets the `__Host-` prefix (Secure,
+     * Path=/, no Domain) unless `domain` is set.
+     * @default 'atproto_session'
+     */
+    name?: string;
+    /** Cookie domain, to share the session with subdomains (drops the `__Host-` prefix). */
+    domain?: string;
+    /** `SameSite` attribute. `strict` breaks the redirect back from the authorization server. @default 'lax' */
+    sameSite?: 'lax' | 'none';
+  };
+
+  /** Lifetimes of the app session (the signed-in device). */
+  appSession?: {
+    /** Ends after this long without a request. @default 7 days */
+    idleTtl?: number;
+    /** Ends this long after login, whatever the activity. @default 30 days */
+    absoluteTtl?: number;
+  };
+
+  /**
+   * How long an OAuth session is kept after its last refresh (or login) before it is
+   * considered expired and deleted by cleanup. Set it to the refresh-token lifetime your
+   * users' servers grant. @default 90 days
+   */
+  oauthSessionRetention?: number;
+
+  /** How long a login may take between `login` and `callback`. @default 30 minutes */
+  stateTtl?: number;
+
+  /** Where the callback sends the browser when the login had no `returnTo`. @default '/' */
+  afterLoginPath?: string;
+  /** Where a form logout sends the browser. @default '/' */
+  afterLogoutPath?: string;
+
+  /**
+   * Where OAuth state, OAuth sessions and app sessions live. `typeorm` uses the app's
+   * DataSource (list `atProtoEntities` and `atProtoMigrations()` in it); `memory` keeps
+   * them in this process only (tests, trying things out). @default 'typeorm'
+   */
+  storage?: 'typeorm' | 'memory';
+  /** Retries of transient database failures inside the stores. */
+  storeRetry?: TransientRetryOptions;
+
+  /**
+   * Redis, for many app instances (distributed refresh lock, cleanup jobs). Optional;
+   * without it the lock and cleanup are in-process.
+   */
+  redis?: string;
+
+  /**
+   * Handle resolution: an `https` URL of a service answering
+   * `com.atproto.identity.resolveHandle` (e.g. your own PDS), instead of DNS and
+   * `/.well-known/atproto-did`. For tests and private deployments.
+   */
+  handleResolver?: string;
+  /** PLC directory to resolve `did:plc` with. @default 'https://plc.directory' */
+  plcDirectoryUrl?: string;
+  /**
+   * Allows authorization servers and PDSes on plain `http` (a local PDS in tests). Never in
+   * production. @default false
+   */
+  allowHttpServers?: boolean;
+}
+
+/**
+ * Options that shape the module itself and so must be known before any async factory
+ * runs: give them to `forRoot()` with the other options, or next to `useFactory` in
+ * `forRootAsync()`.
+ * @publicApi
+ */
+export interface AtProtoModuleExtras {
+  /** Path under `publicUrl` of the module's routes. @default 'oauth' */
+  routePrefix?: string;
+  /**
+   * Registers `AtProtoAuthGuard` as a global guard: every route needs a signed-in user
+   * unless marked `@Public()`. With `false`, put `@UseGuards(AtProtoAuthGuard)` where needed.
+   * @default true
+   */
+  globalGuard?: boolean;
+  /** Makes the module's services injectable in every module. @default true */
+  isGlobal?: boolean;
+  /**
+   * Name of the TypeORM DataSource to store in, when the app has several (the `name` given
+   * to `TypeOrmModule.forRoot`). @default the default DataSource
+   */
+  dataSourceName?: string;
+}

@@ -1,0 +1,350 @@
+import {
+  buildAtprotoLoopbackClientId,
+  JoseKey,
+  type Key,
+  type OAuthClientMetadataInput,
+} from '@atproto/oauth-client-node';
+import { z } from 'zod';
+import { KeyRing } from '../crypto/key-ring.js';
+import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
+import type {
+  AtProtoModuleExtras,
+  AtProtoModuleOptions,
+  AtProtoSigningKeyInput,
+} from './at-proto-options.interface.js';
+import type { ResolvedAtProtoOptions } from './resolved-options.js';
+
+const DAY = 86_400_000;
+/** @internal */
+export const DEFAULTS = {
+  clientName: 'AT Protocol app',
+  scope: 'atproto transition:generic',
+  routePrefix: 'oauth',
+  cookieName: 'atproto_session',
+  appSessionIdleTtl: 7 * DAY,
+  appSessionAbsoluteTtl: 30 * DAY,
+  oauthSessionRetention: 90 * DAY,
+  stateTtl: 30 * 60_000,
+} as const;
+
+const duration = (what: string) =>
+  z
+    .number({ error: `${what} must be a number of milliseconds` })
+    .int({ error: `${what} must be a whole number of milliseconds` })
+    .positive({ error: `${what} must be positive` })
+    .optional();
+const httpsUrl = (what: string) =>
+  z
+    .string({ error: `${what} must be a string` })
+    .refine((v) => URL.canParse(v) && new URL(v).protocol === 'https:', {
+      error: `${what} must be an absolute https URL`,
+    })
+    .optional();
+const localPath = (what: string) =>
+  z
+    .string({ error: `${what} must be a string` })
+    .refine((v) => v.startsWith('/') && !v.startsWith('//') && !v.includes('\\'), {
+      error: `${what} must be a path on this app starting with "/" (not "//")`,
+    })
+    .optional();
+
+const optionsSchema = z.object({
+  publicUrl: z.string({
+    error: (iss) =>
+      iss.input === undefined
+        ? 'publicUrl is required: set it to the URL where this backend is reachable, e.g. https://app.example.com (or http://127.0.0.1:3000 to try it locally)'
+        : 'publicUrl must be a string URL',
+  }),
+  clientName: z.string({ error: 'clientName must be a string' }).min(1).max(200).optional(),
+  clientUri: httpsUrl('clientUri'),
+  logoUri: httpsUrl('logoUri'),
+  tosUri: httpsUrl('tosUri'),
+  policyUri: httpsUrl('policyUri'),
+  scope: z
+    .string({ error: 'scope must be a string' })
+    .refine((s) => s.split(' ').includes('atproto'), {
+      error: 'scope must contain "atproto" (e.g. "atproto transition:generic")',
+    })
+    .optional(),
+  keys: z
+    .array(z.union([z.string(), z.record(z.string(), z.unknown())]), {
+      error: 'keys must be an array of private ES256 JWKs (objects or JSON strings) or { kid, pem }',
+    })
+    .optional(),
+  encryption: z.unknown(),
+  cookie: z
+    .object({
+      name: z
+        .string()
+        .regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'cookie.name must be 1-64 of A-Z a-z 0-9 _ -' })
+        .optional(),
+      domain: z.string().min(1).optional(),
+      sameSite: z.enum(['lax', 'none'], { error: 'cookie.sameSite must be "lax" or "none"' }).optional(),
+    })
+    .optional(),
+  appSession: z
+    .object({ idleTtl: duration('appSession.idleTtl'), absoluteTtl: duration('appSession.absoluteTtl') })
+    .optional(),
+  oauthSessionRetention: duration('oauthSessionRetention'),
+  stateTtl: duration('stateTtl'),
+  afterLoginPath: localPath('afterLoginPath'),
+  afterLogoutPath: localPath('afterLogoutPath'),
+  storage: z.enum(['typeorm', 'memory'], { error: 'storage must be "typeorm" or "memory"' }).optional(),
+  storeRetry: z
+    .object({
+      maxAttempts: z.number().int().min(1).optional(),
+      baseDelayMs: z.number().min(0).optional(),
+      maxDelayMs: z.number().min(0).optional(),
+      maxElapsedMs: z.number().min(0).optional(),
+    })
+    .optional(),
+  redis: z.string({ error: 'redis must be a redis:// or rediss:// URL' }).optional(),
+  handleResolver: z
+    .string()
+    .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), {
+      error: 'handleResolver must be an http(s) URL',
+    })
+    .optional(),
+  plcDirectoryUrl: z
+    .string()
+    .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), {
+      error: 'plcDirectoryUrl must be an http(s) URL',
+    })
+    .optional(),
+  allowHttpServers: z.boolean().optional(),
+});
+
+/**
+ * Validates the module's options and fills in the defaults. Every problem is collected and
+ * thrown at once as an {@link AtProtoConfigError}; messages never include key material.
+ * @publicApi
+ */
+export async function resolveAtProtoOptions(
+  input: AtProtoModuleOptions,
+  extras: AtProtoModuleExtras = {},
+): Promise<ResolvedAtProtoOptions> {
+  const problems: string[] = [];
+  const routePrefixInput = extras.routePrefix ?? DEFAULTS.routePrefix;
+  if (
+    typeof routePrefixInput !== 'string' ||
+    !/^\/?[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*\/?$/.test(routePrefixInput)
+  ) {
+    problems.push('routePrefix must be a URL path such as "oauth" or "auth/atproto"');
+  }
+  if (!input || typeof input !== 'object') {
+    throw new AtProtoConfigError(['options must be an object with at least publicUrl and encryption']);
+  }
+  const parsed = optionsSchema.safeParse(input);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const path = issue.path.join('.');
+      problems.push(issue.message.startsWith(path) || !path ? issue.message : `${path}: ${issue.message}`);
+    }
+  }
+
+  // publicUrl decides the client mode.
+  let publicUrl: URL | undefined;
+  let clientMode: 'confidential' | 'loopback' = 'confidential';
+  if (typeof input.publicUrl === 'string') {
+    if (!URL.canParse(input.publicUrl)) {
+      problems.push(`publicUrl "${input.publicUrl}" is not an absolute URL, e.g. https://app.example.com`);
+    } else {
+      publicUrl = new URL(input.publicUrl);
+      if (publicUrl.search || publicUrl.hash || publicUrl.username || publicUrl.password) {
+        problems.push('publicUrl must not contain a query, a fragment or credentials');
+      }
+      if (publicUrl.protocol === 'http:') {
+        if (publicUrl.hostname === '127.0.0.1' || publicUrl.hostname === '[::1]') {
+          clientMode = 'loopback';
+        } else if (publicUrl.hostname === 'localhost') {
+          problems.push(
+            `publicUrl uses "localhost": AT Protocol loopback clients must use the IP, e.g. http://127.0.0.1:${publicUrl.port || '3000'}`,
+          );
+        } else {
+          problems.push(
+            'publicUrl must be https (or http://127.0.0.1:<port> for local development): authorization servers refuse plain-http clients',
+          );
+        }
+      } else if (publicUrl.protocol !== 'https:') {
+        problems.push('publicUrl must be an https URL');
+      }
+    }
+  }
+
+  problems.push(...KeyRing.validate(input.encryption as AtProtoModuleOptions['encryption']));
+
+  const signingKeys: Key[] = [];
+  if (clientMode === 'confidential') {
+    if (!input.keys || input.keys.length === 0) {
+      if (publicUrl) {
+        problems.push(
+          'keys is required with an https publicUrl (confidential client, private_key_jwt): add at least one private ES256 JWK with a "kid"',
+        );
+      }
+    } else if (Array.isArray(input.keys)) {
+      const kids = new Set<string>();
+      for (const [i, raw] of input.keys.entries()) {
+        const key = await importSigningKey(raw, `keys[${i}]`, problems);
+        if (!key) continue;
+        if (kids.has(key.kid as string)) {
+          problems.push(`keys[${i}] repeats kid "${key.kid}": every key needs its own kid`);
+        }
+        kids.add(key.kid as string);
+        signingKeys.push(key);
+      }
+    }
+  }
+
+  if (problems.length > 0 || !publicUrl) throw new AtProtoConfigError(problems);
+
+  const base = publicUrl.href.replace(/\/+$/, '');
+  const routePrefix = routePrefixInput.replace(/^\/+|\/+$/g, '');
+  const route = (name: string) => `${base}/${routePrefix}/${name}`;
+  const urls = {
+    clientMetadata: route('client-metadata.json'),
+    jwks: route('jwks.json'),
+    login: route('login'),
+    callback: route('callback'),
+    logout: route('logout'),
+  };
+  const scope = input.scope ?? DEFAULTS.scope;
+  const clientName = input.clientName ?? DEFAULTS.clientName;
+
+  let clientMetadata: OAuthClientMetadataInput;
+  if (clientMode === 'loopback') {
+    clientMetadata = {
+      client_id: buildAtprotoLoopbackClientId({ scope, redirect_uris: [urls.callback] }),
+      client_name: clientName,
+      redirect_uris: [urls.callback as `http://127.0.0.1${string}`],
+      scope,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      dpop_bound_access_tokens: true,
+    };
+  } else {
+    clientMetadata = {
+      client_id: urls.clientMetadata,
+      client_name: clientName,
+      client_uri: input.clientUri ?? base,
+      ...(input.logoUri ? { logo_uri: input.logoUri } : {}),
+      ...(input.tosUri ? { tos_uri: input.tosUri } : {}),
+      ...(input.policyUri ? { policy_uri: input.policyUri } : {}),
+      redirect_uris: [urls.callback as `https://${string}`],
+      scope,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      application_type: 'web',
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      dpop_bound_access_tokens: true,
+      jwks_uri: urls.jwks as `https://${string}`,
+    };
+  }
+
+  const secure = publicUrl.protocol === 'https:';
+  const cookieName = input.cookie?.name ?? DEFAULTS.cookieName;
+  // `__Host-` makes the browser refuse the cookie unless it is Secure, Path=/ and has no
+  // Domain: a sibling subdomain can then neither set nor shadow it.
+  const hostPrefix = secure && !input.cookie?.domain ? '__Host-' : '';
+  return {
+    publicUrl: base,
+    origin: publicUrl.origin,
+    clientMode,
+    routePrefix,
+    urls,
+    clientMetadata,
+    signingKeys,
+    keyRing: new KeyRing(input.encryption),
+    scope,
+    cookie: {
+      sessionName: `${hostPrefix}${cookieName}`,
+      loginName: `${hostPrefix}${cookieName}_login`,
+      secure,
+      sameSite: input.cookie?.sameSite ?? 'lax',
+      domain: input.cookie?.domain,
+    },
+    appSession: {
+      idleTtlMs: input.appSession?.idleTtl ?? DEFAULTS.appSessionIdleTtl,
+      absoluteTtlMs: input.appSession?.absoluteTtl ?? DEFAULTS.appSessionAbsoluteTtl,
+    },
+    oauthSessionRetentionMs: input.oauthSessionRetention ?? DEFAULTS.oauthSessionRetention,
+    stateTtlMs: input.stateTtl ?? DEFAULTS.stateTtl,
+    globalGuard: extras.globalGuard ?? true,
+    afterLoginPath: input.afterLoginPath ?? '/',
+    afterLogoutPath: input.afterLogoutPath ?? '/',
+    storage: input.storage ?? 'typeorm',
+    dataSourceName: extras.dataSourceName,
+    storeRetry: input.storeRetry,
+    redis: input.redis,
+    handleResolver: input.handleResolver,
+    plcDirectoryUrl: input.plcDirectoryUrl,
+    allowHttpServers: input.allowHttpServers ?? false,
+  };
+}
+
+async function importSigningKey(
+  raw: AtProtoSigningKeyInput,
+  where: string,
+  problems: string[],
+): Promise<Key | undefined> {
+  let jwkOrPem: string | Record<string, unknown>;
+  let kid: string | undefined;
+  if (typeof raw === 'string') {
+    const text = raw.trim();
+    if (text.startsWith('-----BEGIN')) {
+      problems.push(`${where} is a PEM string without a kid: pass { kid: "...", pem: "-----BEGIN PRIVATE KEY-----..." }`);
+      return undefined;
+    }
+    try {
+      jwkOrPem = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      problems.push(`${where} is neither a JWK in JSON nor a PEM: give a private ES256 JWK with a "kid"`);
+      return undefined;
+    }
+  } else if (raw && typeof raw === 'object' && typeof (raw as { pem?: unknown }).pem === 'string') {
+    jwkOrPem = (raw as { pem: string }).pem;
+    kid = (raw as { kid?: unknown }).kid as string | undefined;
+    if (typeof kid !== 'string' || !kid) {
+      problems.push(`${where} has a pem but no kid: add a "kid" string`);
+      return undefined;
+    }
+  } else {
+    jwkOrPem = raw as Record<string, unknown>;
+  }
+  if (typeof jwkOrPem === 'object') {
+    if (typeof jwkOrPem.d !== 'string') {
+      problems.push(`${where} is not a private key (no "d"): give the private JWK; only its public half is published`);
+      return undefined;
+    }
+    if (jwkOrPem.kty !== 'EC' || jwkOrPem.crv !== 'P-256') {
+      problems.push(`${where} must be an EC P-256 key (ES256), e.g. generated with JoseKey.generate(['ES256'], kid)`);
+      return undefined;
+    }
+    if (typeof jwkOrPem.kid !== 'string' || !jwkOrPem.kid) {
+      problems.push(`${where} has no "kid": every signing key needs a unique kid (sessions are bound to it)`);
+      return undefined;
+    }
+  }
+  try {
+    const key = await JoseKey.fromImportable(jwkOrPem as string, kid);
+    if (!key.isPrivate) {
+      problems.push(`${where} is not a private key: give the private key; only its public half is published`);
+      return undefined;
+    }
+    if (!key.algorithms.includes('ES256')) {
+      problems.push(`${where} does not support ES256: use an EC P-256 key`);
+      return undefined;
+    }
+    if (!key.kid) {
+      problems.push(`${where} has no kid`);
+      return undefined;
+    }
+    return key;
+  } catch {
+    // The importer's message may quote the input: say what is wrong without it.
+    problems.push(`${where} could not be imported as a private ES256 key (malformed JWK or PEM)`);
+    return undefined;
+  }
+}

@@ -1,0 +1,50 @@
+import type { OAuthClientMetadataInput } from '@atproto/oauth-client-node';
+import type { Key } from '@atproto/oauth-client-node';
+import type { KeyRing } from '../crypto/key-ring.js';
+import type { TransientRetryOptions } from '../storage/transient-retry.js';
+
+/**
+ * The module's options after validation, with every default filled in.
+ * @publicApi
+ */
+export interface ResolvedAtProtoOptions {
+  /** `publicUrl` without a trailing slash. */
+  readonly publicUrl: string;
+  /** Origin of `publicUrl`, for same-origin checks. */
+  readonly origin: string;
+  /** `confidential` (https, private_key_jwt) or `loopback` (http://127.0.0.1 development client). */
+  readonly clientMode: 'confidential' | 'loopback';
+  readonly routePrefix: string;
+  /** Absolute URLs of the module's routes. */
+  readonly urls: {
+    readonly clientMetadata: string;
+    readonly jwks: string;
+    readonly login: string;
+    readonly callback: string;
+    readonly logout: string;
+  };
+  readonly clientMetadata: OAuthClientMetadataInput;
+  readonly signingKeys: readonly Key[];
+  readonly keyRing: KeyRing;
+  readonly scope: string;
+  readonly cookie: {
+    readonly sessionName: string;
+    readonly loginName: string;
+    readonly secure: boolean;
+    readonly sameSite: 'lax' | 'none';
+    readonly domain: string | undefined;
+  };
+  readonly appSession: { readonly idleTtlMs: number; readonly absoluteTtlMs: number };
+  readonly oauthSessionRetentionMs: number;
+  readonly stateTtlMs: number;
+  readonly globalGuard: boolean;
+  readonly afterLoginPath: string;
+  readonly afterLogoutPath: string;
+  readonly storage: 'typeorm' | 'memory';
+  readonly dataSourceName: string | undefined;
+  readonly storeRetry: TransientRetryOptions | undefined;
+  readonly redis: string | undefined;
+  readonly handleResolver: string | undefined;
+  readonly plcDirectoryUrl: string | undefined;
+  readonly allowHttpServers: boolean;
+}

@@ -1,0 +1,130 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { AT_PROTO_APP_SESSION_STORE, AT_PROTO_OPTIONS } from '../at-proto.constants.js';
+import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
+import type { AppSessionRecord, AppSessionStore } from '../storage/store.interface.js';
+
+/** `lastSeenAt` is written at most this often per session, not on every request. */
+const TOUCH_INTERVAL_MS = 60_000;
+/** 32 random bytes in base64url: 256 bits of entropy. */
+const TOKEN_SYNTAX = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * An active app session, as shown on an "active devices" page.
+ * @publicApi
+ */
+export interface AppSessionInfo {
+  /** Stable id of the session (the SHA-256 of its token); safe to show and to revoke by. */
+  id: string;
+  did: string;
+  createdAt: Date;
+  expiresAt: Date;
+  lastSeenAt: Date;
+  userAgent: string | null;
+}
+
+/**
+ * The backend's own login sessions: one per signed-in device, many per DID, all sharing
+ * the DID's one OAuth session. The browser holds an opaque random token (256 bits); only
+ * its SHA-256 is stored, so a database dump contains no usable credential.
+ * @publicApi
+ */
+@Injectable()
+export class AppSessionService {
+  readonly #logger = new Logger('AtProtoAppSession');
+
+  constructor(
+    @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
+    @Inject(AT_PROTO_APP_SESSION_STORE) private readonly store: AppSessionStore,
+  ) {}
+
+  /** The session id (stored key) of a token: SHA-256, lowercase hex. */
+  static idOf(token: string): string {
+    return createHash('sha256').update(token, 'utf8').digest('hex');
+  }
+
+  /**
+   * Starts a session for `did`. Returns the token to hand to the client (cookie or bearer)
+   * — it is not stored anywhere — and the session's info.
+   */
+  async create(did: string, userAgent?: string): Promise<{ token: string; session: AppSessionInfo }> {
+    const token = randomBytes(32).toString('base64url');
+    const now = Date.now();
+    const record: AppSessionRecord = {
+      id: AppSessionService.idOf(token),
+      did,
+      createdAt: new Date(now),
+      expiresAt: new Date(now + this.options.appSession.absoluteTtlMs),
+      lastSeenAt: new Date(now),
+      revokedAt: null,
+      userAgent: userAgent?.slice(0, 512) ?? null,
+    };
+    await this.store.create(record);
+    return { token, session: toInfo(record) };
+  }
+
+  /**
+   * The active session a token opens, or `undefined` when the token is malformed, unknown,
+   * revoked, expired or idle for too long. Records activity at most once a minute.
+   */
+  async validate(token: string | undefined): Promise<AppSessionInfo | undefined> {
+    if (!token || !TOKEN_SYNTAX.test(token)) return undefined;
+    const record = await this.store.get(AppSessionService.idOf(token));
+    const now = Date.now();
+    if (!record || !this.isActive(record, now)) return undefined;
+    if (now - record.lastSeenAt.getTime() >= TOUCH_INTERVAL_MS) {
+      // Not awaited: the request need not wait for bookkeeping, and a failed write only
+      // delays the idle timeout; it never blocks a signed-in user.
+      this.store.touch(record.id, new Date(now)).catch((error: unknown) => {
+        this.#logger.warn(`Could not record activity of an app session: ${describe(error)}`);
+      });
+      record.lastSeenAt = new Date(now);
+    }
+    return toInfo(record);
+  }
+
+  /** Revokes one session; resolves `true` if it was active. */
+  revoke(sessionId: string): Promise<boolean> {
+    return this.store.revoke(sessionId, new Date());
+  }
+
+  /** Revokes every session of `did` (log out everywhere); resolves how many. */
+  revokeAll(did: string): Promise<number> {
+    return this.store.revokeAllForDid(did, new Date());
+  }
+
+  /** The active sessions of `did`, newest first. */
+  async list(did: string): Promise<AppSessionInfo[]> {
+    const now = Date.now();
+    return (await this.store.listForDid(did)).filter((r) => this.isActive(r, now)).map(toInfo);
+  }
+
+  /** Whether `did` still has an active session (on any device). */
+  async hasActive(did: string): Promise<boolean> {
+    return (await this.list(did)).length > 0;
+  }
+
+  private isActive(record: AppSessionRecord, now: number): boolean {
+    return (
+      record.revokedAt === null &&
+      record.expiresAt.getTime() > now &&
+      record.lastSeenAt.getTime() + this.options.appSession.idleTtlMs > now
+    );
+  }
+}
+
+function toInfo(r: AppSessionRecord): AppSessionInfo {
+  return {
+    id: r.id,
+    did: r.did,
+    createdAt: r.createdAt,
+    expiresAt: r.expiresAt,
+    lastSeenAt: r.lastSeenAt,
+    userAgent: r.userAgent,
+  };
+}
+
+/** @internal An error's class and message only (driver messages carry no secrets here). */
+export function describe(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}

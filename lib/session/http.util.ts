@@ -1,0 +1,89 @@
+import { parse, serialize, type SerializeOptions } from 'cookie';
+import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
+
+/** The parts of a Node/Express request the module reads. @internal */
+export interface HttpRequestLike {
+  method?: string;
+  headers: Record<string, string | string[] | undefined>;
+  [key: string]: unknown;
+}
+
+/** The parts of an Express response the module writes. @internal */
+export interface HttpResponseLike {
+  getHeader(name: string): number | string | string[] | undefined;
+  setHeader(name: string, value: number | string | readonly string[]): unknown;
+}
+
+function header(req: HttpRequestLike, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** @internal */
+export function readCookie(req: HttpRequestLike, name: string): string | undefined {
+  const raw = header(req, 'cookie');
+  if (!raw || raw.length > 16_384) return undefined;
+  return parse(raw)[name];
+}
+
+/** @internal */
+export function appendSetCookie(res: HttpResponseLike, cookie: string): void {
+  const existing = res.getHeader('Set-Cookie');
+  const list = existing === undefined ? [] : Array.isArray(existing) ? existing : [String(existing)];
+  res.setHeader('Set-Cookie', [...list, cookie]);
+}
+
+/** Attributes every cookie of the module shares. @internal */
+export function cookieAttributes(
+  options: ResolvedAtProtoOptions,
+  maxAgeMs: number,
+): SerializeOptions {
+  return {
+    httpOnly: true,
+    secure: options.cookie.secure,
+    sameSite: options.cookie.sameSite,
+    path: '/',
+    ...(options.cookie.domain ? { domain: options.cookie.domain } : {}),
+    maxAge: Math.floor(maxAgeMs / 1000),
+  };
+}
+
+/** @internal */
+export function setCookie(
+  res: HttpResponseLike,
+  options: ResolvedAtProtoOptions,
+  name: string,
+  value: string,
+  maxAgeMs: number,
+): void {
+  appendSetCookie(res, serialize(name, value, cookieAttributes(options, maxAgeMs)));
+}
+
+/** @internal */
+export function clearCookie(res: HttpResponseLike, options: ResolvedAtProtoOptions, name: string): void {
+  appendSetCookie(res, serialize(name, '', { ...cookieAttributes(options, 0), expires: new Date(0) }));
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * Whether a state-changing request comes from another site, judged by what browsers send:
+ * `Sec-Fetch-Site` when present (all current browsers), otherwise `Origin`. A request with
+ * neither is not from a browser form or script (those always send `Origin` on POST), so it
+ * cannot ride on a victim's cookies and is let through.
+ * @internal
+ */
+export function isCrossSiteRequest(req: HttpRequestLike, appOrigin: string): boolean {
+  if (SAFE_METHODS.has((req.method ?? 'GET').toUpperCase())) return false;
+  const site = header(req, 'sec-fetch-site');
+  if (site) return site !== 'same-origin' && site !== 'none';
+  const origin = header(req, 'origin');
+  if (origin) return origin !== appOrigin;
+  return false;
+}
+
+/** Whether the client would rather get a page (form submit) than JSON. @internal */
+export function wantsHtml(req: HttpRequestLike): boolean {
+  const accept = header(req, 'accept') ?? '';
+  return accept.includes('text/html');
+}

@@ -1,0 +1,118 @@
+import { Controller, Get, type INestApplication, Module, type DynamicModule } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { JoseKey, type OAuthSession } from '@atproto/oauth-client-node';
+import type { AddressInfo } from 'node:net';
+import type { DataSource, DataSourceOptions } from 'typeorm';
+import {
+  AtProtoDid,
+  AtProtoModule,
+  AtProtoSession,
+  atProtoEntities,
+  atProtoMigrations,
+  type AtProtoModuleExtras,
+  type AtProtoModuleOptions,
+  Public,
+} from '../../../lib/index.js';
+import { randomKey } from '../../support/key-ring.js';
+import { forwardOriginToLocal, type TestPds } from './pds.js';
+
+/** The https origin the PDS sees for the app (forwarded to the app's loopback listener). */
+export const APP_ORIGIN = 'https://app.e2e.internal';
+
+@Controller('me')
+class MeController {
+  @Get()
+  me(@AtProtoDid() did: string) {
+    return { did };
+  }
+
+  /** Calls the user's PDS through the restored OAuth session. */
+  @Get('session')
+  async session(@AtProtoSession() session: OAuthSession) {
+    const res = await session.fetchHandler('/xrpc/com.atproto.server.getSession');
+    return { status: res.status, body: (await res.json()) as { did: string; handle: string } };
+  }
+}
+
+@Controller()
+class HealthController {
+  @Public()
+  @Get('health')
+  health(@AtProtoDid() did: string | undefined) {
+    return { ok: true, did: did ?? null };
+  }
+}
+
+export interface TestApp {
+  app: INestApplication;
+  /** `http://127.0.0.1:PORT` of the listener. */
+  url: string;
+  dataSource: DataSource;
+  close(): Promise<void>;
+}
+
+const signingKeys = new Map<string, Promise<Record<string, unknown>>>();
+
+/**
+ * A signing key for the confidential client (ES256). One per kid per test process: the PDS
+ * caches the client's JWKS by client_id, and every test app uses the same client_id.
+ */
+export function testSigningKey(kid = 'k1'): Promise<Record<string, unknown>> {
+  let key = signingKeys.get(kid);
+  if (!key) {
+    key = JoseKey.generate(['ES256'], kid).then((k) => k.privateJwk as unknown as Record<string, unknown>);
+    signingKeys.set(kid, key);
+  }
+  return key;
+}
+
+/**
+ * Boots a NestJS app with AtProtoModule on `database`, talking to `pds`, listening on
+ * loopback, with `https://app.e2e.internal` forwarded to it for the PDS's fetches.
+ */
+export async function startTestApp(
+  pds: TestPds,
+  database: DataSourceOptions,
+  overrides: Partial<AtProtoModuleOptions> & AtProtoModuleExtras = {},
+): Promise<TestApp> {
+  const options: AtProtoModuleOptions & AtProtoModuleExtras = {
+    publicUrl: APP_ORIGIN,
+    clientName: 'e2e',
+    keys: [await testSigningKey()],
+    encryption: { activeKeyId: 'e2e', keys: { e2e: randomKey() } },
+    handleResolver: pds.url,
+    plcDirectoryUrl: pds.plcUrl,
+    allowHttpServers: true,
+    ...overrides,
+  };
+  @Module({
+    imports: [
+      TypeOrmModule.forRoot({
+        ...database,
+        entities: [...atProtoEntities],
+        migrations: atProtoMigrations(),
+        migrationsRun: true,
+      } as DataSourceOptions),
+      AtProtoModule.forRoot(options) as DynamicModule,
+    ],
+    controllers: [MeController, HealthController],
+  })
+  class E2eAppModule {}
+
+  const app = await NestFactory.create(E2eAppModule, { logger: ['error', 'warn'] });
+  await app.listen(0, '127.0.0.1');
+  const { port } = app.getHttpServer().address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+  const restoreFetch = forwardOriginToLocal(APP_ORIGIN, url);
+  const dataSource = app.get<DataSource>((await import('typeorm')).DataSource);
+  return {
+    app,
+    url,
+    dataSource,
+    close: async () => {
+      restoreFetch();
+      await app.close();
+    },
+  };
+}
