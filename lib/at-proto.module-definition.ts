@@ -5,7 +5,10 @@ import type { DataSource } from 'typeorm';
 import { AT_PROTO_DATA_SOURCE, AT_PROTO_MODULE_EXTRAS } from './at-proto.constants.js';
 import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
 import { createOAuthController } from './oauth/oauth.controller.js';
-import type { AtProtoModuleExtras, AtProtoModuleOptions } from './options/at-proto-options.interface.js';
+import type {
+  AtProtoModuleExtras,
+  AtProtoModuleOptions,
+} from './options/at-proto-options.interface.js';
 
 /** @internal */
 export const {
@@ -24,7 +27,10 @@ export const {
     (definition, extras) => ({
       ...definition,
       global: extras.isGlobal ?? true,
-      controllers: [...(definition.controllers ?? []), createOAuthController(extras.routePrefix ?? 'oauth')],
+      controllers: [
+        ...(definition.controllers ?? []),
+        createOAuthController(extras.routePrefix ?? 'oauth'),
+      ],
       providers: [
         ...(definition.providers ?? []),
         { provide: AT_PROTO_MODULE_EXTRAS, useValue: extras },
@@ -35,7 +41,9 @@ export const {
           inject: [{ token: getDataSourceToken(extras.dataSourceName), optional: true }],
           useFactory: (dataSource: DataSource | undefined) => dataSource ?? null,
         },
-        ...(extras.globalGuard === false ? [] : [{ provide: APP_GUARD, useExisting: AtProtoAuthGuard }]),
+        ...(extras.globalGuard === false
+          ? []
+          : [{ provide: APP_GUARD, useExisting: AtProtoAuthGuard }]),
       ],
     }),
   )

@@ -18,7 +18,10 @@ import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
 import { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
 import { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
 import { createOAuthClient } from './oauth/oauth-client.factory.js';
-import type { AtProtoModuleExtras, AtProtoModuleOptions } from './options/at-proto-options.interface.js';
+import type {
+  AtProtoModuleExtras,
+  AtProtoModuleOptions,
+} from './options/at-proto-options.interface.js';
 import { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
 import type { ResolvedAtProtoOptions } from './options/resolved-options.js';
 import { AppSessionService } from './session/app-session.service.js';
@@ -74,7 +77,10 @@ const providers: Provider[] = [
       }
       const dataSource = requireDataSource(found, options.dataSourceName);
       return {
-        state: new TypeOrmStateStore(dataSource, { ttlMs: options.stateTtlMs, retry: options.storeRetry }),
+        state: new TypeOrmStateStore(dataSource, {
+          ttlMs: options.stateTtlMs,
+          retry: options.storeRetry,
+        }),
         session: new TypeOrmSessionStore(dataSource, {
           ttlMs: options.oauthSessionRetentionMs,
           retry: options.storeRetry,
@@ -84,8 +90,16 @@ const providers: Provider[] = [
     },
   },
   { provide: AT_PROTO_STATE_STORE, inject: [AT_PROTO_STORES], useFactory: (s: Stores) => s.state },
-  { provide: AT_PROTO_SESSION_STORE, inject: [AT_PROTO_STORES], useFactory: (s: Stores) => s.session },
-  { provide: AT_PROTO_APP_SESSION_STORE, inject: [AT_PROTO_STORES], useFactory: (s: Stores) => s.app },
+  {
+    provide: AT_PROTO_SESSION_STORE,
+    inject: [AT_PROTO_STORES],
+    useFactory: (s: Stores) => s.session,
+  },
+  {
+    provide: AT_PROTO_APP_SESSION_STORE,
+    inject: [AT_PROTO_STORES],
+    useFactory: (s: Stores) => s.app,
+  },
   { provide: AtProtoRequestLock, useFactory: () => new LocalRequestLock() },
   AtProtoEvents,
   {

@@ -27,7 +27,13 @@ export {
 } from './events/at-proto-events.js';
 export { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
 
-export { KeyRing, type KeyRingOptions, encryptedColumn, installKeyRing, getInstalledKeyRing } from './crypto/index.js';
+export {
+  KeyRing,
+  type KeyRingOptions,
+  encryptedColumn,
+  installKeyRing,
+  getInstalledKeyRing,
+} from './crypto/index.js';
 
 export {
   AtProtoAppSessionEntity,
@@ -44,7 +50,10 @@ export type {
   AtProtoStateStore,
   AtProtoStoreOptions,
 } from './storage/store.interface.js';
-export { TypeOrmStateStore, type TypeOrmStoreOptions } from './storage/typeorm/typeorm-state.store.js';
+export {
+  TypeOrmStateStore,
+  type TypeOrmStoreOptions,
+} from './storage/typeorm/typeorm-state.store.js';
 export { TypeOrmSessionStore } from './storage/typeorm/typeorm-session.store.js';
 export { TypeOrmAppSessionStore } from './storage/typeorm/typeorm-app-session.store.js';
 export {
@@ -52,10 +61,7 @@ export {
   MemorySessionStore,
   MemoryStateStore,
 } from './storage/memory/memory.stores.js';
-export {
-  isTransientDatabaseError,
-  type TransientRetryOptions,
-} from './storage/transient-retry.js';
+export { isTransientDatabaseError, type TransientRetryOptions } from './storage/transient-retry.js';
 
 export * from './errors/index.js';
 

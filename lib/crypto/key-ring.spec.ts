@@ -72,32 +72,39 @@ describe('KeyRing', () => {
     ['flipped byte', (e: string) => flip(e), 'authentication-failed', 'a'],
     ['truncated', (e: string) => e.slice(0, 30), 'malformed', undefined],
     ['not an envelope', () => '{"access_token":"x"}', 'malformed', undefined],
-  ])('refuses %s with a typed error that names key and column, not the value', (_, mutate, reason, kid) => {
-    const writer = new KeyRing({ activeKeyId: 'a', keys: { a: k1 } });
-    const reader =
-      _ === 'wrong key' ? new KeyRing({ activeKeyId: 'a', keys: { a: k2 } }) : writer;
-    const env = mutate(writer.encrypt('s3cr3t-value', 't.c'));
-    try {
-      reader.decrypt(env, 't.c');
-      throw new Error('expected failure');
-    } catch (e) {
-      expect(e).toBeInstanceOf(AtProtoDecryptionError);
-      const err = e as AtProtoDecryptionError;
-      expect(err.code).toBe('ERR_AT_PROTO_DECRYPT');
-      expect(err.reason).toBe(reason);
-      expect(err.keyId).toBe(kid);
-      expect(err.message).toContain('t.c');
-      expect(err.message).not.toContain('s3cr3t');
-      expect(err.message).not.toContain(env);
-    }
-  });
+  ])(
+    'refuses %s with a typed error that names key and column, not the value',
+    (_, mutate, reason, kid) => {
+      const writer = new KeyRing({ activeKeyId: 'a', keys: { a: k1 } });
+      const reader =
+        _ === 'wrong key' ? new KeyRing({ activeKeyId: 'a', keys: { a: k2 } }) : writer;
+      const env = mutate(writer.encrypt('s3cr3t-value', 't.c'));
+      try {
+        reader.decrypt(env, 't.c');
+        throw new Error('expected failure');
+      } catch (e) {
+        expect(e).toBeInstanceOf(AtProtoDecryptionError);
+        const err = e as AtProtoDecryptionError;
+        expect(err.code).toBe('ERR_AT_PROTO_DECRYPT');
+        expect(err.reason).toBe(reason);
+        expect(err.keyId).toBe(kid);
+        expect(err.message).toContain('t.c');
+        expect(err.message).not.toContain('s3cr3t');
+        expect(err.message).not.toContain(env);
+      }
+    },
+  );
 
   it('reports every configuration problem at once', () => {
     const problems = configProblems(
       () =>
         new KeyRing({
           activeKeyId: 'missing',
-          keys: { short: randomBytes(16).toString('base64'), 'bad id!': k1, nope: 'not base64 ***' },
+          keys: {
+            short: randomBytes(16).toString('base64'),
+            'bad id!': k1,
+            nope: 'not base64 ***',
+          },
         }),
     );
     expect(problems).toHaveLength(4);
@@ -108,7 +115,9 @@ describe('KeyRing', () => {
   });
 
   it('refuses an empty ring and duplicate ids', () => {
-    expect(configProblems(() => new KeyRing({ activeKeyId: 'a', keys: {} })).join()).toMatch(/empty/);
+    expect(configProblems(() => new KeyRing({ activeKeyId: 'a', keys: {} })).join()).toMatch(
+      /empty/,
+    );
     expect(
       configProblems(() => new KeyRing({ activeKeyId: 'a', keys: { a: k1, A: k2 } })).join(),
     ).toMatch(/duplicate key id "A"/);

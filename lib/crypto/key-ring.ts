@@ -90,7 +90,9 @@ export class KeyRing {
   static validate(options: KeyRingOptions | undefined): string[] {
     const problems: string[] = [];
     if (!options || typeof options !== 'object') {
-      return ['encryption is required: { activeKeyId, keys: { [id]: base64 of 32 random bytes } }.'];
+      return [
+        'encryption is required: { activeKeyId, keys: { [id]: base64 of 32 random bytes } }.',
+      ];
     }
     const { activeKeyId, keys } = options;
     if (!keys || typeof keys !== 'object' || Object.keys(keys).length === 0) {
@@ -112,7 +114,11 @@ export class KeyRing {
           );
         }
         seen.add(normalized);
-        if (typeof material !== 'string' || !BASE64.test(material.trim()) || material.trim() === '') {
+        if (
+          typeof material !== 'string' ||
+          !BASE64.test(material.trim()) ||
+          material.trim() === ''
+        ) {
           problems.push(
             `encryption.keys["${id}"] is not base64: generate a key with \`openssl rand -base64 32\`.`,
           );
@@ -125,11 +131,17 @@ export class KeyRing {
       }
     }
     if (typeof activeKeyId !== 'string' || activeKeyId === '') {
-      problems.push('encryption.activeKeyId is required: name the key in encryption.keys that encrypts new values.');
+      problems.push(
+        'encryption.activeKeyId is required: name the key in encryption.keys that encrypts new values.',
+      );
     } else if (keys && typeof keys === 'object' && !Object.hasOwn(keys, activeKeyId)) {
       problems.push(
         `encryption.activeKeyId "${activeKeyId}" is not a key id in encryption.keys ` +
-          `(known: ${Object.keys(keys).map((k) => `"${k}"`).join(', ') || 'none'}).`,
+          `(known: ${
+            Object.keys(keys)
+              .map((k) => `"${k}"`)
+              .join(', ') || 'none'
+          }).`,
       );
     }
     return problems;
@@ -148,7 +160,11 @@ export class KeyRing {
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.#activeKey, iv, { authTagLength: TAG_BYTES });
     cipher.setAAD(associatedData(this.activeKeyId, context));
-    const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
+    const body = Buffer.concat([
+      cipher.update(plaintext, 'utf8'),
+      cipher.final(),
+      cipher.getAuthTag(),
+    ]);
     return `${ENVELOPE_VERSION}.${this.activeKeyId}.${iv.toString('base64url')}.${body.toString('base64url')}`;
   }
 
@@ -166,7 +182,10 @@ export class KeyRing {
       const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
       decipher.setAAD(associatedData(parsed.keyId, context));
       decipher.setAuthTag(body.subarray(body.length - TAG_BYTES));
-      const plain = Buffer.concat([decipher.update(body.subarray(0, body.length - TAG_BYTES)), decipher.final()]);
+      const plain = Buffer.concat([
+        decipher.update(body.subarray(0, body.length - TAG_BYTES)),
+        decipher.final(),
+      ]);
       return plain.toString('utf8');
     } catch {
       throw new AtProtoDecryptionError('authentication-failed', context, parsed.keyId);
@@ -184,9 +203,7 @@ export class KeyRing {
   }
 }
 
-function parseEnvelope(
-  envelope: string,
-): { keyId: string; iv: Buffer; body: Buffer } | undefined {
+function parseEnvelope(envelope: string): { keyId: string; iv: Buffer; body: Buffer } | undefined {
   if (typeof envelope !== 'string') return undefined;
   const parts = envelope.split('.');
   if (parts.length !== 4) return undefined;

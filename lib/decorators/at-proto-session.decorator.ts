@@ -14,7 +14,10 @@ import { requestAuth } from './request-auth.util.js';
 // Param decorators are synchronous, restoring is not: the decorator hands the request's
 // auth to a pipe, and Nest awaits pipes before calling the handler. The pipe is passed as
 // an instance, so it needs no provider in the user's module.
-class AtProtoSessionPipe implements PipeTransform<AtProtoRequestAuth | undefined, Promise<OAuthSession>> {
+class AtProtoSessionPipe implements PipeTransform<
+  AtProtoRequestAuth | undefined,
+  Promise<OAuthSession>
+> {
   async transform(auth: AtProtoRequestAuth | undefined): Promise<OAuthSession> {
     if (!auth) throw new UnauthorizedException('Sign in to continue.');
     try {

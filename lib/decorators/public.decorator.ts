@@ -7,4 +7,5 @@ import { AT_PROTO_PUBLIC_KEY } from '../at-proto.constants.js';
  * @example \@Public() \@Get('health') health() { return { ok: true }; }
  * @publicApi
  */
-export const Public = (): MethodDecorator & ClassDecorator => SetMetadata(AT_PROTO_PUBLIC_KEY, true);
+export const Public = (): MethodDecorator & ClassDecorator =>
+  SetMetadata(AT_PROTO_PUBLIC_KEY, true);

@@ -8,7 +8,10 @@ import { AT_PROTO_GUARD_SEEN, type AtProtoRequestAuth } from '../guards/at-proto
  * @throws AtProtoError when the guard never ran (a wiring mistake, not a 401)
  * @internal
  */
-export function requestAuth(ctx: ExecutionContext, decorator: string): AtProtoRequestAuth | undefined {
+export function requestAuth(
+  ctx: ExecutionContext,
+  decorator: string,
+): AtProtoRequestAuth | undefined {
   const req = ctx.switchToHttp().getRequest<Record<string | symbol, unknown>>();
   const auth = req[AT_PROTO_REQUEST_KEY] as AtProtoRequestAuth | undefined;
   if (!auth && !req[AT_PROTO_GUARD_SEEN as unknown as string]) {

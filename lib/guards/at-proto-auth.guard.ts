@@ -8,7 +8,11 @@ import {
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { OAuthSession } from '@atproto/oauth-client-node';
-import { AT_PROTO_OPTIONS, AT_PROTO_PUBLIC_KEY, AT_PROTO_REQUEST_KEY } from '../at-proto.constants.js';
+import {
+  AT_PROTO_OPTIONS,
+  AT_PROTO_PUBLIC_KEY,
+  AT_PROTO_REQUEST_KEY,
+} from '../at-proto.constants.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AppSessionService } from '../session/app-session.service.js';

@@ -7,7 +7,11 @@ import {
   OAuthResolverError,
   type OAuthSession,
 } from '@atproto/oauth-client-node';
-import { AT_PROTO_OAUTH_CLIENT, AT_PROTO_OPTIONS, AT_PROTO_STATE_STORE } from '../at-proto.constants.js';
+import {
+  AT_PROTO_OAUTH_CLIENT,
+  AT_PROTO_OPTIONS,
+  AT_PROTO_STATE_STORE,
+} from '../at-proto.constants.js';
 import {
   AtProtoBadRequestError,
   AtProtoSessionUnavailableError,
@@ -102,7 +106,9 @@ export class AtProtoAuthService {
   ): Promise<{ did: string; session: OAuthSession; returnTo: string }> {
     const state = params.get('state');
     if (!state || !STATE_PARAM.test(state)) {
-      throw new AtProtoBadRequestError('The login response has no valid state. Start the login again.');
+      throw new AtProtoBadRequestError(
+        'The login response has no valid state. Start the login again.',
+      );
     }
     const saved = await this.stateStore.get(state);
     const appState = saved ? parseAppState(saved.appState) : undefined;
@@ -116,21 +122,34 @@ export class AtProtoAuthService {
         'This login was started in another browser (or its cookie is missing). Start the login again here.',
       );
     }
+    // Checked here, before the client consumes the state, so that a bad answer changes
+    // nothing: the state stays until it expires, and no code is exchanged.
+    const serverError = params.get('error');
+    if (serverError) {
+      throw new AtProtoBadRequestError(
+        `The authorization server did not grant access (${safeCode(serverError)}).`,
+      );
+    }
+    const iss = params.get('iss');
+    if (iss !== null && iss !== saved.iss) {
+      throw new AtProtoBadRequestError(
+        'The login response comes from another issuer than the one the login started with.',
+      );
+    }
     try {
       const { session } = await oauthPhase.run('login', () => this.client.callback(params));
       return { did: session.did, session, returnTo: appState.r };
     } catch (error) {
       if (error instanceof OAuthCallbackError) {
-        const serverError = params.get('error');
         throw new AtProtoBadRequestError(
-          serverError
-            ? `The authorization server did not grant access (${safeCode(serverError)}).`
-            : `The login response was refused: ${callbackReason(error)}. Start the login again.`,
+          `The login response was refused: ${callbackReason(error)}. Start the login again.`,
           { cause: error },
         );
       }
       this.#logger.warn(`Completing a login failed: ${describe(error)}`);
-      throw new AtProtoUpstreamError('The login could not be completed. Try again.', { cause: error });
+      throw new AtProtoUpstreamError('The login could not be completed. Try again.', {
+        cause: error,
+      });
     }
   }
 
@@ -169,7 +188,9 @@ export class AtProtoAuthService {
     } catch (error) {
       // client.revoke() deletes the stored session in a finally block: only the call to
       // the authorization server failed. Logged, not thrown: logout must succeed locally.
-      this.#logger.warn(`Revoking an OAuth session at the authorization server failed: ${describe(error)}`);
+      this.#logger.warn(
+        `Revoking an OAuth session at the authorization server failed: ${describe(error)}`,
+      );
     }
   }
 }
@@ -218,5 +239,8 @@ function isResolutionFailure(error: unknown): boolean {
 
 function isSessionGone(error: unknown): boolean {
   if (error instanceof AtProtoStoreError) return false;
-  return isExpectedSessionError(error) || (error instanceof Error && /session was deleted/i.test(error.message));
+  return (
+    isExpectedSessionError(error) ||
+    (error instanceof Error && /session was deleted/i.test(error.message))
+  );
 }

@@ -60,8 +60,11 @@ export function normalizeReturnTo(raw: unknown, publicUrl: string, fallback: str
   }
   // Browsers treat "\" like "/" and ignore tabs and newlines, so "/\evil.com" and
   // "/\t/evil.com" are protocol-relative in disguise.
+  // eslint-disable-next-line no-control-regex -- control characters are what we refuse
   if (!raw.startsWith('/') || raw.startsWith('//') || /[\\\x00-\x1f\x7f]/.test(raw)) {
-    throw new AtProtoBadRequestError('returnTo must be a path on this app, starting with a single "/".');
+    throw new AtProtoBadRequestError(
+      'returnTo must be a path on this app, starting with a single "/".',
+    );
   }
   const base = new URL(publicUrl.endsWith('/') ? publicUrl : `${publicUrl}/`);
   const target = new URL(raw, base.origin);

@@ -33,7 +33,8 @@ export function createOAuthClient(
     allowHttp: options.allowHttpServers,
     onSessionUpdated: (did) => {
       events.emit({
-        type: oauthPhase.getStore() === 'login' ? 'oauth-session-created' : 'oauth-session-refreshed',
+        type:
+          oauthPhase.getStore() === 'login' ? 'oauth-session-created' : 'oauth-session-refreshed',
         did,
       });
     },
@@ -48,7 +49,10 @@ function deletionReason(cause: unknown): { reason: AtProtoSessionDeletedReason; 
   const phase = oauthPhase.getStore();
   const message = cause instanceof Error ? cause.message : undefined;
   if (cause instanceof TokenRevokedError) {
-    return { reason: phase === 'login' ? 'replaced' : phase === 'logout' ? 'logout' : 'revoked', message };
+    return {
+      reason: phase === 'login' ? 'replaced' : phase === 'logout' ? 'logout' : 'revoked',
+      message,
+    };
   }
   if (cause instanceof TokenRefreshError) return { reason: 'refresh-failed', message };
   if (cause instanceof TokenInvalidError) return { reason: 'invalid', message };

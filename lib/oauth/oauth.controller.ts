@@ -99,7 +99,10 @@ export class OAuthControllerBase {
   /** The authorization server sends the browser back here. */
   @Public()
   @Get('callback')
-  async callback(@Req() req: HttpRequestLike & { url?: string }, @Res() res: ResponseLike): Promise<void> {
+  async callback(
+    @Req() req: HttpRequestLike & { url?: string },
+    @Res() res: ResponseLike,
+  ): Promise<void> {
     const params = new URL(req.url ?? '', 'http://callback.invalid').searchParams;
     const nonce = readCookie(req, this.options.cookie.loginName);
     const { did, returnTo } = await this.call(() => this.auth.completeLogin(params, nonce));
@@ -108,7 +111,13 @@ export class OAuthControllerBase {
       did,
       typeof userAgent === 'string' ? userAgent : undefined,
     );
-    setCookie(res, this.options, this.options.cookie.sessionName, token, this.options.appSession.absoluteTtlMs);
+    setCookie(
+      res,
+      this.options,
+      this.options.cookie.sessionName,
+      token,
+      this.options.appSession.absoluteTtlMs,
+    );
     clearCookie(res, this.options, this.options.cookie.loginName);
     this.events.emit({ type: 'login', did, appSessionId: session.id });
     res.redirect(302, returnTo);
@@ -130,7 +139,9 @@ export class OAuthControllerBase {
       throw new ForbiddenException('Cross-site request refused.');
     }
     const everywhere = isTrue(everywhereQuery) || isTrue(body?.everywhere);
-    const session = await this.appSessions.validate(readCookie(req, this.options.cookie.sessionName));
+    const session = await this.appSessions.validate(
+      readCookie(req, this.options.cookie.sessionName),
+    );
     clearCookie(res, this.options, this.options.cookie.sessionName);
     if (session) {
       if (everywhere) {
@@ -146,9 +157,20 @@ export class OAuthControllerBase {
     else res.status(204).end();
   }
 
-  private async login(input: unknown, returnTo: unknown, res: ResponseLike, status: number): Promise<void> {
+  private async login(
+    input: unknown,
+    returnTo: unknown,
+    res: ResponseLike,
+    status: number,
+  ): Promise<void> {
     const { url, bindingNonce } = await this.call(() => this.auth.beginLogin(input, { returnTo }));
-    setCookie(res, this.options, this.options.cookie.loginName, bindingNonce, this.options.stateTtlMs);
+    setCookie(
+      res,
+      this.options,
+      this.options.cookie.loginName,
+      bindingNonce,
+      this.options.stateTtlMs,
+    );
     res.redirect(status, url.href);
   }
 

@@ -6,7 +6,8 @@ import type { TransientRetryOptions } from '../storage/transient-retry.js';
  * (object or JSON string) with a `kid`, or a PKCS#8 PEM string together with its `kid`.
  * @publicApi
  */
-export type AtProtoSigningKeyInput = string | Record<string, unknown> | { kid: string; pem: string };
+export type AtProtoSigningKeyInput =
+  string | Record<string, unknown> | { kid: string; pem: string };
 
 /**
  * Options of `AtProtoModule.forRoot()` / the factory of `forRootAsync()`. Durations are in

@@ -68,7 +68,8 @@ const optionsSchema = z.object({
     .optional(),
   keys: z
     .array(z.union([z.string(), z.record(z.string(), z.unknown())]), {
-      error: 'keys must be an array of private ES256 JWKs (objects or JSON strings) or { kid, pem }',
+      error:
+        'keys must be an array of private ES256 JWKs (objects or JSON strings) or { kid, pem }',
     })
     .optional(),
   encryption: z.unknown(),
@@ -79,17 +80,24 @@ const optionsSchema = z.object({
         .regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'cookie.name must be 1-64 of A-Z a-z 0-9 _ -' })
         .optional(),
       domain: z.string().min(1).optional(),
-      sameSite: z.enum(['lax', 'none'], { error: 'cookie.sameSite must be "lax" or "none"' }).optional(),
+      sameSite: z
+        .enum(['lax', 'none'], { error: 'cookie.sameSite must be "lax" or "none"' })
+        .optional(),
     })
     .optional(),
   appSession: z
-    .object({ idleTtl: duration('appSession.idleTtl'), absoluteTtl: duration('appSession.absoluteTtl') })
+    .object({
+      idleTtl: duration('appSession.idleTtl'),
+      absoluteTtl: duration('appSession.absoluteTtl'),
+    })
     .optional(),
   oauthSessionRetention: duration('oauthSessionRetention'),
   stateTtl: duration('stateTtl'),
   afterLoginPath: localPath('afterLoginPath'),
   afterLogoutPath: localPath('afterLogoutPath'),
-  storage: z.enum(['typeorm', 'memory'], { error: 'storage must be "typeorm" or "memory"' }).optional(),
+  storage: z
+    .enum(['typeorm', 'memory'], { error: 'storage must be "typeorm" or "memory"' })
+    .optional(),
   storeRetry: z
     .object({
       maxAttempts: z.number().int().min(1).optional(),
@@ -132,13 +140,17 @@ export async function resolveAtProtoOptions(
     problems.push('routePrefix must be a URL path such as "oauth" or "auth/atproto"');
   }
   if (!input || typeof input !== 'object') {
-    throw new AtProtoConfigError(['options must be an object with at least publicUrl and encryption']);
+    throw new AtProtoConfigError([
+      'options must be an object with at least publicUrl and encryption',
+    ]);
   }
   const parsed = optionsSchema.safeParse(input);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const path = issue.path.join('.');
-      problems.push(issue.message.startsWith(path) || !path ? issue.message : `${path}: ${issue.message}`);
+      problems.push(
+        issue.message.startsWith(path) || !path ? issue.message : `${path}: ${issue.message}`,
+      );
     }
   }
 
@@ -147,7 +159,9 @@ export async function resolveAtProtoOptions(
   let clientMode: 'confidential' | 'loopback' = 'confidential';
   if (typeof input.publicUrl === 'string') {
     if (!URL.canParse(input.publicUrl)) {
-      problems.push(`publicUrl "${input.publicUrl}" is not an absolute URL, e.g. https://app.example.com`);
+      problems.push(
+        `publicUrl "${input.publicUrl}" is not an absolute URL, e.g. https://app.example.com`,
+      );
     } else {
       publicUrl = new URL(input.publicUrl);
       if (publicUrl.search || publicUrl.hash || publicUrl.username || publicUrl.password) {
@@ -294,13 +308,17 @@ async function importSigningKey(
   if (typeof raw === 'string') {
     const text = raw.trim();
     if (text.startsWith('-----BEGIN')) {
-      problems.push(`${where} is a PEM string without a kid: pass { kid: "...", pem: "-----BEGIN PRIVATE KEY-----..." }`);
+      problems.push(
+        `${where} is a PEM string without a kid: pass { kid: "...", pem: "-----BEGIN PRIVATE KEY-----..." }`,
+      );
       return undefined;
     }
     try {
       jwkOrPem = JSON.parse(text) as Record<string, unknown>;
     } catch {
-      problems.push(`${where} is neither a JWK in JSON nor a PEM: give a private ES256 JWK with a "kid"`);
+      problems.push(
+        `${where} is neither a JWK in JSON nor a PEM: give a private ES256 JWK with a "kid"`,
+      );
       return undefined;
     }
   } else if (raw && typeof raw === 'object' && typeof (raw as { pem?: unknown }).pem === 'string') {
@@ -315,22 +333,30 @@ async function importSigningKey(
   }
   if (typeof jwkOrPem === 'object') {
     if (typeof jwkOrPem.d !== 'string') {
-      problems.push(`${where} is not a private key (no "d"): give the private JWK; only its public half is published`);
+      problems.push(
+        `${where} is not a private key (no "d"): give the private JWK; only its public half is published`,
+      );
       return undefined;
     }
     if (jwkOrPem.kty !== 'EC' || jwkOrPem.crv !== 'P-256') {
-      problems.push(`${where} must be an EC P-256 key (ES256), e.g. generated with JoseKey.generate(['ES256'], kid)`);
+      problems.push(
+        `${where} must be an EC P-256 key (ES256), e.g. generated with JoseKey.generate(['ES256'], kid)`,
+      );
       return undefined;
     }
     if (typeof jwkOrPem.kid !== 'string' || !jwkOrPem.kid) {
-      problems.push(`${where} has no "kid": every signing key needs a unique kid (sessions are bound to it)`);
+      problems.push(
+        `${where} has no "kid": every signing key needs a unique kid (sessions are bound to it)`,
+      );
       return undefined;
     }
   }
   try {
     const key = await JoseKey.fromImportable(jwkOrPem as string, kid);
     if (!key.isPrivate) {
-      problems.push(`${where} is not a private key: give the private key; only its public half is published`);
+      problems.push(
+        `${where} is not a private key: give the private key; only its public half is published`,
+      );
       return undefined;
     }
     if (!key.algorithms.includes('ES256')) {

@@ -47,7 +47,10 @@ export class AppSessionService {
    * Starts a session for `did`. Returns the token to hand to the client (cookie or bearer)
    * — it is not stored anywhere — and the session's info.
    */
-  async create(did: string, userAgent?: string): Promise<{ token: string; session: AppSessionInfo }> {
+  async create(
+    did: string,
+    userAgent?: string,
+  ): Promise<{ token: string; session: AppSessionInfo }> {
     const token = randomBytes(32).toString('base64url');
     const now = Date.now();
     const record: AppSessionRecord = {

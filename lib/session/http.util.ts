@@ -29,7 +29,8 @@ export function readCookie(req: HttpRequestLike, name: string): string | undefin
 /** @internal */
 export function appendSetCookie(res: HttpResponseLike, cookie: string): void {
   const existing = res.getHeader('Set-Cookie');
-  const list = existing === undefined ? [] : Array.isArray(existing) ? existing : [String(existing)];
+  const list =
+    existing === undefined ? [] : Array.isArray(existing) ? existing : [String(existing)];
   res.setHeader('Set-Cookie', [...list, cookie]);
 }
 
@@ -60,8 +61,15 @@ export function setCookie(
 }
 
 /** @internal */
-export function clearCookie(res: HttpResponseLike, options: ResolvedAtProtoOptions, name: string): void {
-  appendSetCookie(res, serialize(name, '', { ...cookieAttributes(options, 0), expires: new Date(0) }));
+export function clearCookie(
+  res: HttpResponseLike,
+  options: ResolvedAtProtoOptions,
+  name: string,
+): void {
+  appendSetCookie(
+    res,
+    serialize(name, '', { ...cookieAttributes(options, 0), expires: new Date(0) }),
+  );
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);

@@ -33,7 +33,9 @@ export interface StoreConformanceOptions {
   /** Name of the backend, shown in test names. */
   name: string;
   /** Builds the OAuth state store under test (called once). */
-  createStateStore?: (ctx: StoreConformanceContext) => AtProtoStateStore | Promise<AtProtoStateStore>;
+  createStateStore?: (
+    ctx: StoreConformanceContext,
+  ) => AtProtoStateStore | Promise<AtProtoStateStore>;
   /** Builds the OAuth session store under test (called once). */
   createSessionStore?: (
     ctx: StoreConformanceContext,
@@ -96,10 +98,22 @@ export function defineStoreConformanceTests(options: StoreConformanceOptions): v
         'rejects malformed and non-ASCII DIDs with a clear error, on get, set and del',
         async () => {
           const s = await get();
-          const bad = ['', 'not-a-did', 'did:plc:', 'did:PLC:abc', 'did:plc:ünïcode', 'did:plc:abc def', `did:web:${'a'.repeat(600)}`];
+          const bad = [
+            '',
+            'not-a-did',
+            'did:plc:',
+            'did:PLC:abc',
+            'did:plc:ünïcode',
+            'did:plc:abc def',
+            `did:web:${'a'.repeat(600)}`,
+          ];
           for (const key of bad) {
             await assert.rejects(() => s.get(key), /DID/, `get(${JSON.stringify(key)})`);
-            await assert.rejects(() => s.set(key, sessionValue(key, 0)), /DID/, `set(${JSON.stringify(key)})`);
+            await assert.rejects(
+              () => s.set(key, sessionValue(key, 0)),
+              /DID/,
+              `set(${JSON.stringify(key)})`,
+            );
             await assert.rejects(() => s.del(key), /DID/, `del(${JSON.stringify(key)})`);
           }
         },
@@ -297,7 +311,8 @@ function sessionValue(sub: string, size: number): NodeSavedSession {
       iss: 'https://pds.conformance.example',
       sub: sub as NodeSavedSession['tokenSet']['sub'],
       aud: 'https://pds.conformance.example',
-      scope: `atproto ${filler(size, 'transition:generic')}`.trim() as NodeSavedSession['tokenSet']['scope'],
+      scope:
+        `atproto ${filler(size, 'transition:generic')}`.trim() as NodeSavedSession['tokenSet']['scope'],
       access_token: `access-${size}-${randomBytes(8).toString('hex')}`,
       refresh_token: `refresh-${size}-${randomBytes(8).toString('hex')}`,
       token_type: 'DPoP',

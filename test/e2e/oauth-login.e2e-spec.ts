@@ -4,7 +4,11 @@
  * stores new tokens encrypted → logout revokes at the PDS; the login-CSRF case; two devices.
  */
 import type { DataSource } from 'typeorm';
-import { AtProtoAuthService, AT_PROTO_SESSION_STORE, type AtProtoSessionStore } from '../../lib/index.js';
+import {
+  AtProtoAuthService,
+  AT_PROTO_SESSION_STORE,
+  type AtProtoSessionStore,
+} from '../../lib/index.js';
 import { createTestDatabase, type Dialect } from '../support/databases.js';
 import { AppBrowser } from './support/app-client.js';
 import { signInAndConsent, startTestPds, type TestAccount, type TestPds } from './support/pds.js';
@@ -72,7 +76,10 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
     expect((await browser.get('/me')).body).toEqual({ did: alice.did });
     const viaPds = await browser.get('/me/session');
     expect(viaPds.status).toBe(200);
-    expect(viaPds.body).toEqual({ status: 200, body: expect.objectContaining({ did: alice.did, handle: alice.handle }) });
+    expect(viaPds.body).toEqual({
+      status: 200,
+      body: expect.objectContaining({ did: alice.did, handle: alice.handle }),
+    });
 
     // Forced refresh: exactly one refresh reaches the PDS, the row is rewritten encrypted.
     const store = t.app.get<AtProtoSessionStore>(AT_PROTO_SESSION_STORE);
@@ -84,7 +91,11 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
     const after = await store.get(alice.did);
     expect(after?.tokenSet.refresh_token).not.toBe(before?.tokenSet.refresh_token);
     const dump = await tableDump(t.dataSource);
-    for (const secret of [after?.tokenSet.access_token, after?.tokenSet.refresh_token, (after?.dpopJwk as { d?: string } | undefined)?.d]) {
+    for (const secret of [
+      after?.tokenSet.access_token,
+      after?.tokenSet.refresh_token,
+      (after?.dpopJwk as { d?: string } | undefined)?.d,
+    ]) {
       expect(typeof secret).toBe('string');
       expect(dump).not.toContain(secret as string);
     }

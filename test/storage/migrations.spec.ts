@@ -58,11 +58,9 @@ describe.each(DIALECTS)('shipped migrations on %s', (dialect) => {
 
   it('roll back cleanly', async () => {
     await ds.undoLastMigration({ transaction: 'each' });
-    const tables = await ds.createQueryRunner().getTables([
-      'atproto_oauth_state',
-      'atproto_oauth_session',
-      'atproto_app_session',
-    ]);
+    const tables = await ds
+      .createQueryRunner()
+      .getTables(['atproto_oauth_state', 'atproto_oauth_session', 'atproto_app_session']);
     expect(tables).toHaveLength(0);
   });
 });

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource, type DataSourceOptions } from 'typeorm';
+import { RetainingSqliteDatabase } from './sqlite-driver.js';
 
 /** The three databases every storage test runs on. */
 export type Dialect = 'sqlite' | 'postgres' | 'mariadb';
@@ -24,7 +25,12 @@ export async function createTestDatabase(
     const dir = mkdtempSync(join(tmpdir(), 'atp-sqlite-'));
     return {
       name,
-      options: { type: 'better-sqlite3', database: join(dir, `${name}.sqlite`) },
+      // See sqlite-driver.ts: avoids a Node 24 abort when better-sqlite3 objects are collected.
+      options: {
+        type: 'better-sqlite3',
+        database: join(dir, `${name}.sqlite`),
+        driver: RetainingSqliteDatabase,
+      },
       drop: async () => rmSync(dir, { recursive: true, force: true }),
     };
   }
@@ -35,7 +41,9 @@ export async function createTestDatabase(
   );
   await admin.initialize();
   try {
-    await admin.query(dialect === 'postgres' ? `CREATE DATABASE "${name}"` : `CREATE DATABASE \`${name}\``);
+    await admin.query(
+      dialect === 'postgres' ? `CREATE DATABASE "${name}"` : `CREATE DATABASE \`${name}\``,
+    );
   } finally {
     await admin.destroy();
   }

@@ -8,7 +8,10 @@ export function randomKey(): string {
 }
 
 /** Installs (and returns) a key ring with one random key, as the module does at boot. */
-export function installTestKeyRing(activeKeyId = 'test-1', keys: Record<string, string> = {}): KeyRing {
+export function installTestKeyRing(
+  activeKeyId = 'test-1',
+  keys: Record<string, string> = {},
+): KeyRing {
   const ring = new KeyRing({ activeKeyId, keys: { [activeKeyId]: randomKey(), ...keys } });
   installKeyRing(ring);
   return ring;

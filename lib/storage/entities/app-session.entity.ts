@@ -16,7 +16,12 @@ export const APP_SESSION_TABLE = 'atproto_app_session';
 @Index('IDX_atproto_app_session_revoked_at', ['revokedAt'])
 export class AtProtoAppSessionEntity {
   /** SHA-256 of the session token, lowercase hex. */
-  @PrimaryColumn({ name: 'id', type: 'varchar', length: 64, primaryKeyConstraintName: 'PK_atproto_app_session' })
+  @PrimaryColumn({
+    name: 'id',
+    type: 'varchar',
+    length: 64,
+    primaryKeyConstraintName: 'PK_atproto_app_session',
+  })
   id!: string;
 
   @Column({ name: 'did', type: 'varchar', length: DID_MAX_LENGTH })

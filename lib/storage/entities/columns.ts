@@ -10,7 +10,8 @@ import type { ValueTransformer } from 'typeorm';
  */
 export const epochMillis: ValueTransformer = {
   to: (value: unknown) => (value instanceof Date ? value.getTime() : value),
-  from: (value: unknown) => (value === null || value === undefined ? value : new Date(Number(value))),
+  from: (value: unknown) =>
+    value === null || value === undefined ? value : new Date(Number(value)),
 };
 
 /**

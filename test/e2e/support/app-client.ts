@@ -25,7 +25,11 @@ export class AppBrowser {
   }
 
   /** A same-origin POST, as a page of the app would send it. */
-  async post(path: string, body?: string, headers: Record<string, string> = {}): Promise<AppResponse> {
+  async post(
+    path: string,
+    body?: string,
+    headers: Record<string, string> = {},
+  ): Promise<AppResponse> {
     return this.send('POST', path, body, {
       origin: APP_ORIGIN,
       'sec-fetch-site': 'same-origin',
@@ -48,7 +52,8 @@ export class AppBrowser {
     this.jar.store(res.headers['set-cookie']);
     const text = await res.body.text();
     let parsed: unknown = text;
-    if (String(res.headers['content-type'] ?? '').includes('json') && text) parsed = JSON.parse(text);
+    if (String(res.headers['content-type'] ?? '').includes('json') && text)
+      parsed = JSON.parse(text);
     const location = res.headers.location;
     return {
       status: res.statusCode,

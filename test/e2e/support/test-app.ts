@@ -1,4 +1,12 @@
-import { Controller, Get, type INestApplication, Module, type DynamicModule } from '@nestjs/common';
+import {
+  ConsoleLogger,
+  Controller,
+  Get,
+  type INestApplication,
+  type LogLevel,
+  Module,
+  type DynamicModule,
+} from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { JoseKey, type OAuthSession } from '@atproto/oauth-client-node';
@@ -44,8 +52,32 @@ class HealthController {
   }
 }
 
+/** A Nest logger that keeps every line (all levels) for assertions, and prints warnings and errors. */
+export class CapturingLogger extends ConsoleLogger {
+  readonly lines: string[] = [];
+  protected override printMessages(
+    messages: unknown[],
+    context?: string,
+    logLevel?: LogLevel,
+    writeStreamType?: 'stdout' | 'stderr',
+    errorStack?: unknown,
+  ): void {
+    for (const m of messages) {
+      this.lines.push(
+        `${logLevel} [${context}] ${m instanceof Error ? `${m.message}\n${m.stack}` : typeof m === 'string' ? m : JSON.stringify(m)}`,
+      );
+    }
+    if (errorStack) this.lines.push(`${logLevel} [${context}] ${String(errorStack)}`);
+    if (logLevel === 'error' || logLevel === 'warn') {
+      super.printMessages(messages, context, logLevel, writeStreamType, errorStack);
+    }
+  }
+}
+
 export interface TestApp {
   app: INestApplication;
+  /** Every log line the app wrote, all levels. */
+  logs: string[];
   /** `http://127.0.0.1:PORT` of the listener. */
   url: string;
   dataSource: DataSource;
@@ -61,7 +93,9 @@ const signingKeys = new Map<string, Promise<Record<string, unknown>>>();
 export function testSigningKey(kid = 'k1'): Promise<Record<string, unknown>> {
   let key = signingKeys.get(kid);
   if (!key) {
-    key = JoseKey.generate(['ES256'], kid).then((k) => k.privateJwk as unknown as Record<string, unknown>);
+    key = JoseKey.generate(['ES256'], kid).then(
+      (k) => k.privateJwk as unknown as Record<string, unknown>,
+    );
     signingKeys.set(kid, key);
   }
   return key;
@@ -100,7 +134,9 @@ export async function startTestApp(
   })
   class E2eAppModule {}
 
-  const app = await NestFactory.create(E2eAppModule, { logger: ['error', 'warn'] });
+  const logger = new CapturingLogger();
+  logger.setLogLevels(['log', 'error', 'warn', 'debug', 'verbose', 'fatal']);
+  const app = await NestFactory.create(E2eAppModule, { logger });
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as AddressInfo;
   const url = `http://127.0.0.1:${port}`;
@@ -108,6 +144,7 @@ export async function startTestApp(
   const dataSource = app.get<DataSource>((await import('typeorm')).DataSource);
   return {
     app,
+    logs: logger.lines,
     url,
     dataSource,
     close: async () => {

@@ -1,0 +1,126 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
+import type { AtProtoModuleOptions } from './at-proto-options.interface.js';
+import { resolveAtProtoOptions } from './resolve-at-proto-options.js';
+
+const encKey = randomBytes(32).toString('base64');
+const encryption = { activeKeyId: 'e1', keys: { e1: encKey } };
+
+function ecKey(kid = 'k1'): Record<string, unknown> {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return { ...privateKey.export({ format: 'jwk' }), ...(kid ? { kid } : {}) };
+}
+
+async function problemsOf(options: unknown): Promise<readonly string[]> {
+  try {
+    await resolveAtProtoOptions(options as AtProtoModuleOptions);
+  } catch (error) {
+    expect(error).toBeInstanceOf(AtProtoConfigError);
+    return (error as AtProtoConfigError).problems;
+  }
+  throw new Error('expected AtProtoConfigError');
+}
+
+describe('resolveAtProtoOptions', () => {
+  it('builds a confidential private_key_jwt client for an https publicUrl', async () => {
+    const r = await resolveAtProtoOptions({
+      publicUrl: 'https://app.example.com/api/',
+      clientName: 'Acme',
+      keys: [ecKey('k1'), JSON.stringify(ecKey('k2'))],
+      encryption,
+    });
+    expect(r.clientMode).toBe('confidential');
+    expect(r.publicUrl).toBe('https://app.example.com/api');
+    expect(r.clientMetadata).toMatchObject({
+      client_id: 'https://app.example.com/api/oauth/client-metadata.json',
+      redirect_uris: ['https://app.example.com/api/oauth/callback'],
+      jwks_uri: 'https://app.example.com/api/oauth/jwks.json',
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      dpop_bound_access_tokens: true,
+      scope: 'atproto transition:generic',
+      client_name: 'Acme',
+    });
+    expect(r.signingKeys.map((k) => k.kid)).toEqual(['k1', 'k2']);
+    expect(r.cookie.sessionName).toBe('__Host-atproto_session');
+    expect(r.cookie.secure).toBe(true);
+    expect(r.globalGuard).toBe(true);
+  });
+
+  it('accepts a PKCS#8 PEM with its kid', async () => {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const pem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+    const r = await resolveAtProtoOptions({
+      publicUrl: 'https://app.example.com',
+      keys: [{ kid: 'pem-1', pem }],
+      encryption,
+    });
+    expect(r.signingKeys[0]?.kid).toBe('pem-1');
+  });
+
+  it('runs as the loopback development client on http://127.0.0.1, without keys', async () => {
+    const r = await resolveAtProtoOptions({ publicUrl: 'http://127.0.0.1:3000', encryption });
+    expect(r.clientMode).toBe('loopback');
+    expect(r.clientMetadata.token_endpoint_auth_method).toBe('none');
+    expect(r.clientMetadata.client_id).toMatch(/^http:\/\/localhost\?/);
+    expect(new URL(r.clientMetadata.client_id!).searchParams.get('redirect_uri')).toBe(
+      'http://127.0.0.1:3000/oauth/callback',
+    );
+    expect(r.cookie.sessionName).toBe('atproto_session');
+    expect(r.cookie.secure).toBe(false);
+  });
+
+  it('lists every problem in one error, saying how to fix each, without key material', async () => {
+    const notPrivate = ecKey('pub');
+    delete notPrivate.d;
+    const noKid = ecKey('');
+    const problems = await problemsOf({
+      publicUrl: 'https://app.example.com',
+      scope: 'transition:generic',
+      keys: [notPrivate, noKid, 'garbage', ecKey('dup'), ecKey('dup')],
+      encryption: { activeKeyId: 'x', keys: { e1: randomBytes(16).toString('base64') } },
+      appSession: { idleTtl: -5 },
+    });
+    const text = problems.join('\n');
+    expect(text).toMatch(/scope must contain "atproto"/);
+    expect(text).toMatch(/keys\[0\] is not a private key/);
+    expect(text).toMatch(/keys\[1\] has no "kid"/);
+    expect(text).toMatch(/keys\[2\] is neither a JWK/);
+    expect(text).toMatch(/keys\[4\] repeats kid "dup"/);
+    expect(text).toMatch(/decodes to 16 bytes/);
+    expect(text).toMatch(/activeKeyId "x" is not a key id/);
+    expect(text).toMatch(/appSession.idleTtl must be positive/);
+    expect(problems.length).toBeGreaterThanOrEqual(8);
+    expect(text).not.toContain(noKid.d as string);
+    expect(text).not.toContain(encKey);
+  });
+
+  it('requires publicUrl and encryption, and keys with https', async () => {
+    const text = (await problemsOf({})).join('\n');
+    expect(text).toMatch(/publicUrl is required/);
+    expect(text).toMatch(/encryption is required/);
+    expect((await problemsOf({ publicUrl: 'https://a.example', encryption })).join()).toMatch(
+      /keys is required with an https publicUrl/,
+    );
+  });
+
+  it.each([
+    ['http://localhost:3000', /must use the IP, e.g. http:\/\/127.0.0.1:3000/],
+    ['http://app.example.com', /must be https/],
+    ['ftp://app.example.com', /must be an https URL/],
+    ['not a url', /not an absolute URL/],
+    ['https://app.example.com/?x=1', /must not contain a query/],
+  ])('refuses publicUrl %s', async (publicUrl, message) => {
+    expect((await problemsOf({ publicUrl, encryption, keys: [ecKey()] })).join('\n')).toMatch(
+      message,
+    );
+  });
+
+  it('refuses a key that is not P-256', async () => {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'secp384r1' });
+    const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'p384' };
+    expect(
+      (await problemsOf({ publicUrl: 'https://a.example', encryption, keys: [jwk] })).join(),
+    ).toMatch(/must be an EC P-256 key/);
+  });
+});
