@@ -39,6 +39,10 @@ export function createOAuthClient(
       });
     },
     onSessionDeleted: (did, cause) => {
+      // Before storing a new session (login) and when revoking (logout), the client reads
+      // the current session; when there is none it reports a TokenRefreshError ("deleted by
+      // another process") although nothing was deleted. Those are not events.
+      if (oauthPhase.getStore() && cause instanceof TokenRefreshError) return;
       const { reason, message } = deletionReason(cause);
       events.emit({ type: 'oauth-session-deleted', did, reason, message });
     },

@@ -5,6 +5,8 @@
  */
 import type { DataSource } from 'typeorm';
 import {
+  AtProtoEvents,
+  type AtProtoEvent,
   AtProtoAuthService,
   AT_PROTO_SESSION_STORE,
   type AtProtoSessionStore,
@@ -61,6 +63,12 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
 
   it('logs in, calls the PDS as the user, refreshes encrypted, and logs out with revocation', async () => {
     const browser = new AppBrowser(t.url);
+    const events: AtProtoEvent[] = [];
+    const subscription = t.app.get(AtProtoEvents).events$.subscribe((e) => events.push(e));
+    const types = () =>
+      events
+        .splice(0)
+        .map((e) => (e.type === 'oauth-session-deleted' ? `${e.type}:${e.reason}` : e.type));
     expect((await browser.get('/me')).status).toBe(401);
 
     const callback = await browser.login(alice, '/me');
@@ -74,6 +82,7 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
     expect(sessionCookie).toMatch(/Path=\//);
 
     expect((await browser.get('/me')).body).toEqual({ did: alice.did });
+    expect(types()).toEqual(['oauth-session-created', 'login']);
     const viaPds = await browser.get('/me/session');
     expect(viaPds.status).toBe(200);
     expect(viaPds.body).toEqual({
@@ -88,6 +97,7 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
     await t.app.get(AtProtoAuthService).restore(alice.did, true);
     const refreshes = pds.tokenRequests.filter((r) => r.grantType === 'refresh_token');
     expect(refreshes.length).toBe(refreshesBefore + 1);
+    expect(types()).toEqual(['oauth-session-refreshed']);
     const after = await store.get(alice.did);
     expect(after?.tokenSet.refresh_token).not.toBe(before?.tokenSet.refresh_token);
     const dump = await tableDump(t.dataSource);
@@ -109,6 +119,8 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
     expect((await browser.get('/me')).status).toBe(401);
     expect(pds.revokeRequests.length).toBeGreaterThan(revokesBefore);
     expect(await store.get(alice.did)).toBeUndefined();
+    expect(types()).toEqual(['oauth-session-deleted:logout', 'logout']);
+    subscription.unsubscribe();
     // Put the old tokens back: the PDS must reject them now.
     await store.set(alice.did, saved!);
     const session = await t.app.get(AtProtoAuthService).oauthClient.restore(alice.did, false);
@@ -150,7 +162,20 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
     const phone = new AppBrowser(t.url);
     const laptop = new AppBrowser(t.url);
     expect((await phone.login(alice)).status).toBe(302);
+    const deleted: AtProtoEvent[] = [];
+    const sub = t.app
+      .get(AtProtoEvents)
+      .events$.subscribe((e) => e.type === 'oauth-session-deleted' && deleted.push(e));
     expect((await laptop.login(alice)).status).toBe(302); // replaces (revokes) the first OAuth session
+    sub.unsubscribe();
+    expect(deleted).toEqual([
+      {
+        type: 'oauth-session-deleted',
+        did: alice.did,
+        reason: 'replaced',
+        message: expect.any(String),
+      },
+    ]);
     expect((await phone.get('/me/session')).status).toBe(200); // transparently uses the new one
     expect((await laptop.get('/me/session')).status).toBe(200);
 

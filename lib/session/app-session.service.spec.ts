@@ -1,0 +1,109 @@
+import { jest } from '@jest/globals';
+import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
+import { MemoryAppSessionStore } from '../storage/memory/memory.stores.js';
+import type { AppSessionRecord } from '../storage/store.interface.js';
+import { AppSessionService } from './app-session.service.js';
+
+const MINUTE = 60_000;
+const DAY = 24 * 60 * MINUTE;
+const did = 'did:plc:abcdefghijklmnopqrstuvwx';
+
+class CountingStore extends MemoryAppSessionStore {
+  touches: Array<{ id: string; at: Date }> = [];
+  override async touch(id: string, at: Date): Promise<void> {
+    this.touches.push({ id, at });
+    await super.touch(id, at);
+  }
+}
+
+function service(store: CountingStore) {
+  const options = {
+    appSession: { idleTtlMs: 2 * DAY, absoluteTtlMs: 10 * DAY },
+  } as unknown as ResolvedAtProtoOptions;
+  return new AppSessionService(options, store);
+}
+
+describe('AppSessionService', () => {
+  beforeEach(() => {
+    jest.useFakeTimers({
+      now: new Date('2026-11-22T10:00:00Z'),
+      doNotFake: ['nextTick', 'setImmediate'],
+    });
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+  });
+
+  it('stores only the SHA-256 of a 256-bit token', async () => {
+    const store = new CountingStore();
+    const { token, session } = await service(store).create(did, 'UA/1.0');
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(session.id).toBe(AppSessionService.idOf(token));
+    expect(session.id).not.toContain(token);
+    const stored = (await store.get(session.id)) as AppSessionRecord;
+    expect(JSON.stringify(stored)).not.toContain(token);
+    expect(stored.userAgent).toBe('UA/1.0');
+  });
+
+  it('writes lastSeenAt at most once a minute', async () => {
+    const store = new CountingStore();
+    const s = service(store);
+    const { token } = await s.create(did);
+    for (let i = 0; i < 5; i++) {
+      jest.advanceTimersByTime(10_000);
+      expect(await s.validate(token)).toBeDefined();
+    }
+    expect(store.touches).toHaveLength(0); // 50 s: no write yet
+    jest.advanceTimersByTime(10_000);
+    await s.validate(token);
+    await s.validate(token);
+    expect(store.touches).toHaveLength(1);
+    jest.advanceTimersByTime(59_000);
+    await s.validate(token);
+    expect(store.touches).toHaveLength(1);
+    jest.advanceTimersByTime(1_000);
+    await s.validate(token);
+    expect(store.touches).toHaveLength(2);
+  });
+
+  it('ends a session after the idle timeout and after the absolute lifetime', async () => {
+    const s = service(new CountingStore());
+    const idle = await s.create(did);
+    jest.advanceTimersByTime(2 * DAY - MINUTE);
+    expect(await s.validate(idle.token)).toBeDefined(); // activity renews the idle window
+    jest.advanceTimersByTime(2 * DAY - MINUTE);
+    expect(await s.validate(idle.token)).toBeDefined();
+    jest.advanceTimersByTime(2 * DAY);
+    expect(await s.validate(idle.token)).toBeUndefined();
+
+    const busy = await s.create(did);
+    for (let t = 0; t < 10 * DAY - DAY; t += DAY) {
+      jest.advanceTimersByTime(DAY);
+      expect(await s.validate(busy.token)).toBeDefined();
+    }
+    jest.advanceTimersByTime(DAY);
+    expect(await s.validate(busy.token)).toBeUndefined(); // absolute lifetime, however active
+  });
+
+  it('lists active devices per DID and revokes one or all', async () => {
+    const s = service(new CountingStore());
+    const a = await s.create(did, 'phone');
+    const b = await s.create(did, 'laptop');
+    await s.create('did:plc:zzzzzzzzzzzzzzzzzzzzzzzz', 'other user');
+    expect((await s.list(did)).map((x) => x.userAgent).sort()).toEqual(['laptop', 'phone']);
+    expect(await s.revoke(a.session.id)).toBe(true);
+    expect(await s.revoke(a.session.id)).toBe(false);
+    expect(await s.validate(a.token)).toBeUndefined();
+    expect(await s.hasActive(did)).toBe(true);
+    expect(await s.revokeAll(did)).toBe(1);
+    expect(await s.validate(b.token)).toBeUndefined();
+    expect(await s.hasActive(did)).toBe(false);
+  });
+
+  it.each(['', 'short', `${'a'.repeat(43)}=`, 'ä'.repeat(43)])(
+    'treats malformed token %j as no session',
+    async (t) => {
+      expect(await service(new CountingStore()).validate(t)).toBeUndefined();
+    },
+  );
+});
