@@ -11,6 +11,13 @@ import {
   AT_PROTO_STATE_STORE,
 } from './at-proto.constants.js';
 import { AT_PROTO_RAW_OPTIONS, AtProtoConfigurableModule } from './at-proto.module-definition.js';
+import {
+  AT_PROTO_CLEANUP_TARGET,
+  AtProtoCleanupService,
+} from './cleanup/at-proto-cleanup.service.js';
+import type { CleanupTarget } from './cleanup/cleanup.interface.js';
+import { MemoryCleanupTarget } from './cleanup/memory-cleanup.target.js';
+import { TypeOrmCleanupTarget } from './cleanup/typeorm-cleanup.target.js';
 import { installKeyRing } from './crypto/key-ring.registry.js';
 import { AtProtoConfigError } from './errors/at-proto-config.error.js';
 import { AtProtoEvents } from './events/at-proto-events.js';
@@ -39,12 +46,13 @@ import { TypeOrmAppSessionStore } from './storage/typeorm/typeorm-app-session.st
 import { TypeOrmSessionStore } from './storage/typeorm/typeorm-session.store.js';
 import { TypeOrmStateStore } from './storage/typeorm/typeorm-state.store.js';
 
-/** The three stores, built together so they share one DataSource lookup. */
+/** The three stores and their cleanup, built together from one storage choice. */
 const AT_PROTO_STORES = Symbol('AT_PROTO_STORES');
 interface Stores {
   state: AtProtoStateStore;
   session: AtProtoSessionStore;
   app: AppSessionStore;
+  cleanup: CleanupTarget;
 }
 
 const providers: Provider[] = [
@@ -69,11 +77,10 @@ const providers: Provider[] = [
     inject: [AT_PROTO_OPTIONS, AT_PROTO_DATA_SOURCE],
     useFactory: (options: ResolvedAtProtoOptions, found: DataSource | null): Stores => {
       if (options.storage === 'memory') {
-        return {
-          state: new MemoryStateStore({ ttlMs: options.stateTtlMs }),
-          session: new MemorySessionStore({ ttlMs: options.oauthSessionRetentionMs }),
-          app: new MemoryAppSessionStore(),
-        };
+        const state = new MemoryStateStore({ ttlMs: options.stateTtlMs });
+        const session = new MemorySessionStore({ ttlMs: options.oauthSessionRetentionMs });
+        const app = new MemoryAppSessionStore();
+        return { state, session, app, cleanup: new MemoryCleanupTarget(state, session, app) };
       }
       const dataSource = requireDataSource(found, options.dataSourceName);
       return {
@@ -86,6 +93,7 @@ const providers: Provider[] = [
           retry: options.storeRetry,
         }),
         app: new TypeOrmAppSessionStore(dataSource, { retry: options.storeRetry }),
+        cleanup: new TypeOrmCleanupTarget(dataSource, options.storeRetry),
       };
     },
   },
@@ -100,6 +108,12 @@ const providers: Provider[] = [
     inject: [AT_PROTO_STORES],
     useFactory: (s: Stores) => s.app,
   },
+  {
+    provide: AT_PROTO_CLEANUP_TARGET,
+    inject: [AT_PROTO_STORES],
+    useFactory: (s: Stores) => s.cleanup,
+  },
+  AtProtoCleanupService,
   { provide: AtProtoRequestLock, useFactory: () => new LocalRequestLock() },
   AtProtoEvents,
   {
@@ -147,6 +161,7 @@ const providers: Provider[] = [
     AtProtoAuthService,
     AppSessionService,
     AtProtoAuthGuard,
+    AtProtoCleanupService,
   ],
 })
 export class AtProtoModule extends AtProtoConfigurableModule {}

@@ -103,6 +103,22 @@ export interface AtProtoModuleOptions {
   storeRetry?: TransientRetryOptions;
 
   /**
+   * Deletion of expired OAuth states, OAuth sessions past their retention, and ended app
+   * sessions, in batches. With `redis`, one BullMQ job scheduler runs it for every instance;
+   * without, an in-process timer does.
+   */
+  cleanup?: {
+    /** Run cleanup on a schedule. @default true, except when NODE_ENV is 'test' */
+    enabled?: boolean;
+    /** Time between runs. @default 5 minutes */
+    interval?: number;
+    /** Rows deleted per statement. @default 1000 */
+    batchSize?: number;
+    /** How long revoked app sessions are kept (e.g. for a "recent devices" page). @default 1 day */
+    revokedGrace?: number;
+  };
+
+  /**
    * Redis, for many app instances (distributed refresh lock, cleanup jobs). Optional;
    * without it the lock and cleanup are in-process.
    */

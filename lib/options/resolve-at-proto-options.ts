@@ -25,6 +25,9 @@ export const DEFAULTS = {
   appSessionAbsoluteTtl: 30 * DAY,
   oauthSessionRetention: 90 * DAY,
   stateTtl: 30 * 60_000,
+  cleanupInterval: 5 * 60_000,
+  cleanupBatchSize: 1000,
+  revokedGrace: DAY,
 } as const;
 
 const duration = (what: string) =>
@@ -106,7 +109,29 @@ const optionsSchema = z.object({
       maxElapsedMs: z.number().min(0).optional(),
     })
     .optional(),
-  redis: z.string({ error: 'redis must be a redis:// or rediss:// URL' }).optional(),
+  cleanup: z
+    .object({
+      enabled: z.boolean({ error: 'cleanup.enabled must be true or false' }).optional(),
+      interval: duration('cleanup.interval'),
+      batchSize: z
+        .number()
+        .int()
+        .min(1, { error: 'cleanup.batchSize must be at least 1' })
+        .max(100_000, { error: 'cleanup.batchSize must be at most 100000' })
+        .optional(),
+      revokedGrace: z
+        .number()
+        .int()
+        .min(0, { error: 'cleanup.revokedGrace must be >= 0' })
+        .optional(),
+    })
+    .optional(),
+  redis: z
+    .string({ error: 'redis must be a redis:// or rediss:// URL' })
+    .refine((v) => URL.canParse(v) && /^rediss?:$/.test(new URL(v).protocol), {
+      error: 'redis must be a redis:// or rediss:// URL',
+    })
+    .optional(),
   handleResolver: z
     .string()
     .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), {
@@ -291,6 +316,12 @@ export async function resolveAtProtoOptions(
     storage: input.storage ?? 'typeorm',
     dataSourceName: extras.dataSourceName,
     storeRetry: input.storeRetry,
+    cleanup: {
+      enabled: input.cleanup?.enabled ?? process.env.NODE_ENV !== 'test',
+      intervalMs: input.cleanup?.interval ?? DEFAULTS.cleanupInterval,
+      batchSize: input.cleanup?.batchSize ?? DEFAULTS.cleanupBatchSize,
+      revokedGraceMs: input.cleanup?.revokedGrace ?? DEFAULTS.revokedGrace,
+    },
     redis: input.redis,
     handleResolver: input.handleResolver,
     plcDirectoryUrl: input.plcDirectoryUrl,

@@ -43,6 +43,12 @@ export interface ResolvedAtProtoOptions {
   readonly storage: 'typeorm' | 'memory';
   readonly dataSourceName: string | undefined;
   readonly storeRetry: TransientRetryOptions | undefined;
+  readonly cleanup: {
+    readonly enabled: boolean;
+    readonly intervalMs: number;
+    readonly batchSize: number;
+    readonly revokedGraceMs: number;
+  };
   readonly redis: string | undefined;
   readonly handleResolver: string | undefined;
   readonly plcDirectoryUrl: string | undefined;

@@ -17,9 +17,16 @@ export interface TransientRetryOptions {
    * can hold the session lock. @default 5000
    */
   maxElapsedMs?: number;
+  /**
+   * Called after an attempt failed with a transient error, just before the store waits and
+   * retries it (not when the error escapes). For metrics and logs: `attempt` is the number
+   * of the attempt that failed (1 for the first). Errors it throws are ignored, so that an
+   * observer can never turn a retried write into a failed one.
+   */
+  onRetry?: (error: unknown, attempt: number) => void;
 }
 
-const DEFAULTS: Required<TransientRetryOptions> = {
+const DEFAULTS: Required<Omit<TransientRetryOptions, 'onRetry'>> = {
   maxAttempts: 6,
   baseDelayMs: 50,
   maxDelayMs: 1000,
@@ -37,7 +44,11 @@ const PG_TRANSIENT = new Set([
   '57P02', // crash_shutdown
   '57P03', // cannot_connect_now
   '53300', // too_many_connections
-  '08000', '08001', '08003', '08004', '08006', // connection exceptions
+  '08000',
+  '08001',
+  '08003',
+  '08004',
+  '08006', // connection exceptions
   '25006', // read_only_sql_transaction (failover to a replica in progress)
 ]);
 const MYSQL_TRANSIENT_ERRNO = new Set([
@@ -77,10 +88,13 @@ const TRANSIENT_MESSAGES =
 export function isTransientDatabaseError(error: unknown): boolean {
   for (let e: unknown = error, depth = 0; e && typeof e === 'object' && depth < 4; depth++) {
     const { code, errno, message } = e as { code?: unknown; errno?: unknown; message?: unknown };
-    if (typeof code === 'string' && (PG_TRANSIENT.has(code) || NODE_TRANSIENT.has(code))) return true;
+    if (typeof code === 'string' && (PG_TRANSIENT.has(code) || NODE_TRANSIENT.has(code)))
+      return true;
     if (typeof errno === 'number' && MYSQL_TRANSIENT_ERRNO.has(errno)) return true;
     if (typeof message === 'string' && TRANSIENT_MESSAGES.test(message)) return true;
-    e = (e as { driverError?: unknown; cause?: unknown }).driverError ?? (e as { cause?: unknown }).cause;
+    e =
+      (e as { driverError?: unknown; cause?: unknown }).driverError ??
+      (e as { cause?: unknown }).cause;
   }
   return false;
 }
@@ -97,14 +111,18 @@ export async function withTransientRetry<T>(
   operation: () => Promise<T>,
   options: TransientRetryOptions = {},
 ): Promise<T> {
-  const { maxAttempts, baseDelayMs, maxDelayMs, maxElapsedMs } = { ...DEFAULTS, ...options };
+  const { maxAttempts, baseDelayMs, maxDelayMs, maxElapsedMs, onRetry } = {
+    ...DEFAULTS,
+    ...options,
+  };
   const started = Date.now();
   for (let attempt = 1; ; attempt++) {
     try {
       return await operation();
     } catch (error) {
       if (!isTransientDatabaseError(error)) throw error;
-      const delay = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+      const delay =
+        Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
       const elapsed = Date.now() - started;
       if (attempt >= maxAttempts || elapsed + delay > maxElapsedMs) {
         throw new AtProtoStoreError(
@@ -113,6 +131,11 @@ export async function withTransientRetry<T>(
             `Check the database's health and load; the last error is the cause.`,
           { cause: error },
         );
+      }
+      try {
+        onRetry?.(error, attempt);
+      } catch {
+        // An observer's bug must not fail the write it observes (see TransientRetryOptions).
       }
       await sleep(delay);
     }

@@ -51,9 +51,8 @@ class MemoryKeyValueStore<V> implements AtProtoKeyValueStore<V> {
     this.#entries.delete(key);
   }
 
-  /** Deletes expired entries; resolves how many. */
-  async deleteExpired(): Promise<number> {
-    const now = this.#now();
+  /** Deletes entries expired at `now`; resolves how many. */
+  async deleteExpired(now = this.#now()): Promise<number> {
     let n = 0;
     for (const [key, entry] of this.#entries) {
       if (entry.expiresAt <= now) {
@@ -130,6 +129,28 @@ export class MemoryAppSessionStore implements AppSessionStore {
       }
     }
     return n;
+  }
+
+  /** Deletes ended sessions (expired, idle, revoked before the grace cutoff). */
+  async deleteEnded(
+    cutoffs: { now: number; idleBefore: number; revokedBefore: number },
+    batchSize: number,
+  ): Promise<{ deleted: number; dids: string[] }> {
+    const dids = new Set<string>();
+    let deleted = 0;
+    for (const [id, r] of this.#rows) {
+      if (deleted >= batchSize) break;
+      if (
+        r.expiresAt.getTime() < cutoffs.now ||
+        r.lastSeenAt.getTime() < cutoffs.idleBefore ||
+        (r.revokedAt !== null && r.revokedAt.getTime() < cutoffs.revokedBefore)
+      ) {
+        this.#rows.delete(id);
+        dids.add(r.did);
+        deleted++;
+      }
+    }
+    return { deleted, dids: [...dids] };
   }
 
   async listForDid(did: string): Promise<AppSessionRecord[]> {

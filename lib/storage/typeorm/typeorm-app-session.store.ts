@@ -25,8 +25,7 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
     assertSessionId(record.id);
     await withTransientRetry(
       'Creating an app session',
-      () =>
-        this.#repo.insert({ ...record, userAgent: record.userAgent?.slice(0, 512) ?? null }),
+      () => this.#repo.insert({ ...record, userAgent: record.userAgent?.slice(0, 512) ?? null }),
       this.#retry,
     );
   }

@@ -42,7 +42,11 @@ export async function upsertRow<E extends ObjectLiteral>(
     const inserted: Record<string, unknown> = { ...where, ...insertOnly };
     for (const [k, v] of Object.entries(update)) if (typeof v !== 'function') inserted[k] = v;
     try {
-      await repository.createQueryBuilder().insert().values(inserted as never).execute();
+      await repository
+        .createQueryBuilder()
+        .insert()
+        .values(inserted as never)
+        .execute();
       return;
     } catch (error) {
       if (!isUniqueViolation(error)) throw error;

@@ -1,0 +1,72 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+} from '@nestjs/common';
+import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
+import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
+import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
+import { describe } from '../session/app-session.service.js';
+import type { CleanupResult, CleanupTarget } from './cleanup.interface.js';
+import { CleanupRunner } from './cleanup.service.js';
+
+/** @internal Injection token of the storage's {@link CleanupTarget}. */
+export const AT_PROTO_CLEANUP_TARGET = Symbol('AT_PROTO_CLEANUP_TARGET');
+
+/**
+ * Deletes expired OAuth states, OAuth sessions past their retention, and ended app
+ * sessions, in batches; revokes a user's OAuth session when their last app session goes.
+ * Runs on a schedule (`cleanup` options); call {@link AtProtoCleanupService.runOnce} to run
+ * it now (e.g. from a CLI or your own scheduler).
+ * @publicApi
+ */
+@Injectable()
+export class AtProtoCleanupService implements OnApplicationBootstrap, OnApplicationShutdown {
+  readonly #logger = new Logger('AtProtoCleanup');
+  readonly #runner: CleanupRunner;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<CleanupResult> | undefined;
+
+  constructor(
+    @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
+    @Inject(AT_PROTO_CLEANUP_TARGET) target: CleanupTarget,
+    auth: AtProtoAuthService,
+  ) {
+    this.#runner = new CleanupRunner(target, auth, {
+      batchSize: options.cleanup.batchSize,
+      appSessionIdleTtlMs: options.appSession.idleTtlMs,
+      revokedGraceMs: options.cleanup.revokedGraceMs,
+    });
+  }
+
+  /** Runs one cleanup now; concurrent calls in this process share one run. */
+  runOnce(now?: number): Promise<CleanupResult> {
+    this.#running ??= this.#runner.run(now).finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  /** @internal */
+  onApplicationBootstrap(): void {
+    const { enabled, intervalMs } = this.options.cleanup;
+    if (!enabled || this.options.redis) return;
+    // In-process schedule (one instance). unref(): a pending tick never keeps the process alive.
+    this.#timer = setInterval(() => {
+      this.runOnce().catch((error: unknown) => {
+        this.#logger.warn(
+          `Cleanup failed; it will run again in ${intervalMs} ms: ${describe(error)}`,
+        );
+      });
+    }, intervalMs);
+    this.#timer.unref();
+  }
+
+  /** @internal */
+  async onApplicationShutdown(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#running?.catch(() => undefined);
+  }
+}

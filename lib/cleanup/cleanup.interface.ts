@@ -1,0 +1,37 @@
+/**
+ * What one cleanup run removed.
+ * @publicApi
+ */
+export interface CleanupResult {
+  /** Expired OAuth states deleted. */
+  states: number;
+  /** OAuth sessions deleted because their retention ran out. */
+  oauthSessions: number;
+  /** App sessions deleted: expired, idle for too long, or revoked for longer than the grace period. */
+  appSessions: number;
+  /** OAuth sessions revoked and deleted because their user's last app session was removed. */
+  oauthSessionsRevoked: number;
+}
+
+/**
+ * The deletions one storage backend can do, one batch at a time. Each call deletes at most
+ * `batchSize` rows in one short statement, so that a run never holds a long lock.
+ * @internal
+ */
+export interface CleanupTarget {
+  deleteExpiredStates(now: number, batchSize: number): Promise<number>;
+  deleteExpiredOAuthSessions(now: number, batchSize: number): Promise<number>;
+  /** Deletes ended app sessions; returns how many and the DIDs they belonged to. */
+  deleteEndedAppSessions(
+    cutoffs: { now: number; idleBefore: number; revokedBefore: number },
+    batchSize: number,
+  ): Promise<{ deleted: number; dids: string[] }>;
+  /**
+   * Of `dids`, those that have an OAuth session stored but no active app session left
+   * (not revoked, not expired, not idle): the users whose last device just went.
+   */
+  orphanedOAuthSessions(
+    dids: string[],
+    cutoffs: { now: number; idleBefore: number },
+  ): Promise<string[]>;
+}
