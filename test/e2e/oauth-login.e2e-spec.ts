@@ -8,6 +8,8 @@ import {
   AtProtoEvents,
   type AtProtoEvent,
   AtProtoAuthService,
+  AtProtoAppSessionEntity,
+  AtProtoCleanupService,
   AT_PROTO_SESSION_STORE,
   type AtProtoSessionStore,
 } from '../../lib/index.js';
@@ -188,5 +190,22 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
     expect((await laptop.post('/oauth/logout')).status).toBe(204);
     expect(pds.revokeRequests.length).toBe(revokes + 1); // the last device: revoked at the PDS
     expect((await laptop.get('/me')).status).toBe(401);
+  });
+  it('cleanup revokes the OAuth session at the PDS when it deletes the last app session', async () => {
+    const browser = new AppBrowser(t.url);
+    expect((await browser.login(bob)).status).toBe(302);
+    const store = t.app.get<AtProtoSessionStore>(AT_PROTO_SESSION_STORE);
+    expect(await store.get(bob.did)).toBeDefined();
+    // The device's session ends (its absolute lifetime has passed).
+    await t.dataSource
+      .getRepository(AtProtoAppSessionEntity)
+      .update({ did: bob.did }, { expiresAt: new Date(Date.now() - 1000) });
+    const revokes = pds.revokeRequests.length;
+    const result = await t.app.get(AtProtoCleanupService).runOnce();
+    expect(result.appSessions).toBeGreaterThanOrEqual(1);
+    expect(result.oauthSessionsRevoked).toBe(1);
+    expect(pds.revokeRequests.length).toBe(revokes + 1);
+    expect(await store.get(bob.did)).toBeUndefined();
+    expect((await browser.get('/me')).status).toBe(401);
   });
 });

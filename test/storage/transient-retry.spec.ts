@@ -16,7 +16,7 @@ import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store
 import { createTestDatabase, DIALECTS } from '../support/databases.js';
 import { installTestKeyRing } from '../support/key-ring.js';
 import { randomDid, sessionValue, stateValue } from '../support/raw-sql.js';
-import { RetainingSqliteDatabase } from '../support/sqlite-driver.js';
+import Database from 'better-sqlite3';
 
 // The OAuth client revokes a session it fails to persist, so a store write must ride out a
 // lock timeout, a deadlock, a busy SQLite file or a killed connection instead of failing at
@@ -339,7 +339,7 @@ describe('transient failures on SQLite', () => {
     const did = randomDid();
     await store.set(did, sessionValue(did));
 
-    const locker = new RetainingSqliteDatabase(file);
+    const locker = new Database(file);
     try {
       locker.exec('BEGIN EXCLUSIVE');
       const releasing = sleep(300).then(() => locker.exec('COMMIT'));

@@ -3,7 +3,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource, type DataSourceOptions } from 'typeorm';
-import { RetainingSqliteDatabase } from './sqlite-driver.js';
 
 /** The three databases every storage test runs on. */
 export type Dialect = 'sqlite' | 'postgres' | 'mariadb';
@@ -25,12 +24,7 @@ export async function createTestDatabase(
     const dir = mkdtempSync(join(tmpdir(), 'atp-sqlite-'));
     return {
       name,
-      // See sqlite-driver.ts: avoids a Node 24 abort when better-sqlite3 objects are collected.
-      options: {
-        type: 'better-sqlite3',
-        database: join(dir, `${name}.sqlite`),
-        driver: RetainingSqliteDatabase,
-      },
+      options: { type: 'better-sqlite3', database: join(dir, `${name}.sqlite`) },
       drop: async () => rmSync(dir, { recursive: true, force: true }),
     };
   }
