@@ -1,4 +1,11 @@
-import { Logger, Module, type Provider } from '@nestjs/common';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  Module,
+  type OnApplicationShutdown,
+  type Provider,
+} from '@nestjs/common';
 import type { NodeOAuthClient } from '@atproto/oauth-client-node';
 import type { DataSource } from 'typeorm';
 import {
@@ -19,6 +26,11 @@ import type { CleanupTarget } from './cleanup/cleanup.interface.js';
 import { MemoryCleanupTarget } from './cleanup/memory-cleanup.target.js';
 import { TypeOrmCleanupTarget } from './cleanup/typeorm-cleanup.target.js';
 import { installKeyRing } from './crypto/key-ring.registry.js';
+import {
+  createLockConnection,
+  createRedlockRequestLock,
+  type RedisClientLike,
+} from './redis/redis-lock.factory.js';
 import { AtProtoConfigError } from './errors/at-proto-config.error.js';
 import { AtProtoEvents } from './events/at-proto-events.js';
 import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
@@ -45,6 +57,18 @@ import type {
 import { TypeOrmAppSessionStore } from './storage/typeorm/typeorm-app-session.store.js';
 import { TypeOrmSessionStore } from './storage/typeorm/typeorm-session.store.js';
 import { TypeOrmStateStore } from './storage/typeorm/typeorm-state.store.js';
+
+/** The Redis connection of the session lock, or null without `redis`. */
+const AT_PROTO_LOCK_CONNECTION = Symbol('AT_PROTO_LOCK_CONNECTION');
+
+/** Closes the module's Redis connections when the app shuts down. */
+@Injectable()
+class RedisShutdown implements OnApplicationShutdown {
+  constructor(@Inject(AT_PROTO_LOCK_CONNECTION) private readonly lock: RedisClientLike | null) {}
+  async onApplicationShutdown(): Promise<void> {
+    await this.lock?.quit().catch(() => this.lock?.disconnect());
+  }
+}
 
 /** The three stores and their cleanup, built together from one storage choice. */
 const AT_PROTO_STORES = Symbol('AT_PROTO_STORES');
@@ -114,7 +138,19 @@ const providers: Provider[] = [
     useFactory: (s: Stores) => s.cleanup,
   },
   AtProtoCleanupService,
-  { provide: AtProtoRequestLock, useFactory: () => new LocalRequestLock() },
+  {
+    provide: AT_PROTO_LOCK_CONNECTION,
+    inject: [AT_PROTO_OPTIONS],
+    useFactory: async (options: ResolvedAtProtoOptions) =>
+      options.redis ? createLockConnection(options.redis) : null,
+  },
+  {
+    provide: AtProtoRequestLock,
+    inject: [AT_PROTO_LOCK_CONNECTION],
+    useFactory: async (connection: RedisClientLike | null) =>
+      connection ? createRedlockRequestLock(connection) : new LocalRequestLock(),
+  },
+  RedisShutdown,
   AtProtoEvents,
   {
     provide: AT_PROTO_OAUTH_CLIENT,

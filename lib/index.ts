@@ -26,6 +26,14 @@ export {
   type AtProtoSessionDeletedReason,
 } from './events/at-proto-events.js';
 export { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
+export {
+  AtProtoLockError,
+  RedlockRequestLock,
+  type RedlockLike,
+  type RedlockLockLike,
+  type RedlockRequestLockOptions,
+  type RedlockSettings,
+} from './lock/redlock-request-lock.js';
 export { AtProtoCleanupService } from './cleanup/at-proto-cleanup.service.js';
 export type { CleanupResult } from './cleanup/cleanup.interface.js';
 

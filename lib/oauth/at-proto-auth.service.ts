@@ -10,6 +10,7 @@ import {
 import {
   AT_PROTO_OAUTH_CLIENT,
   AT_PROTO_OPTIONS,
+  AT_PROTO_SESSION_STORE,
   AT_PROTO_STATE_STORE,
 } from '../at-proto.constants.js';
 import {
@@ -19,7 +20,9 @@ import {
 } from '../errors/at-proto-http.errors.js';
 import { AtProtoStoreError } from '../errors/at-proto-store.error.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
-import type { AtProtoStateStore } from '../storage/store.interface.js';
+import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
+import { AtProtoLockError } from '../lock/redlock-request-lock.js';
+import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
 import { describe } from '../session/app-session.service.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
 import { oauthPhase } from './oauth-phase.js';
@@ -33,6 +36,8 @@ interface LoginAppState {
 }
 
 const STATE_PARAM = /^[\x21-\x7e]{1,255}$/;
+/** A restore skips refreshing only when the access token has at least this long left. */
+const FRESH_MARGIN_MS = 60_000;
 
 /**
  * The OAuth operations behind the module's routes, for apps that want their own routes:
@@ -47,6 +52,7 @@ export class AtProtoAuthService {
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
     @Inject(AT_PROTO_OAUTH_CLIENT) private readonly client: NodeOAuthClient,
     @Inject(AT_PROTO_STATE_STORE) private readonly stateStore: AtProtoStateStore,
+    @Inject(AT_PROTO_SESSION_STORE) private readonly sessionStore: AtProtoSessionStore,
   ) {}
 
   /** The underlying `NodeOAuthClient`, for what this service does not cover. */
@@ -162,8 +168,17 @@ export class AtProtoAuthService {
    */
   async restore(did: string, refresh: boolean | 'auto' = 'auto'): Promise<OAuthSession> {
     try {
+      if (refresh === 'auto' && (await this.hasFreshAccessToken(did))) {
+        // Cannot refresh (refresh = false), so the lock may skip Redis: see lock/lock-scope.ts.
+        return await noRefreshScope.run(sessionLockName(did), () =>
+          this.client.restore(did, false),
+        );
+      }
       return await this.client.restore(did, refresh);
     } catch (error) {
+      if (error instanceof AtProtoLockError) {
+        throw new AtProtoUpstreamError(error.message, { cause: error });
+      }
       if (isSessionGone(error)) {
         throw new AtProtoSessionUnavailableError(
           'The AT Protocol session has ended. Log in again.',
@@ -176,6 +191,16 @@ export class AtProtoAuthService {
         { cause: error },
       );
     }
+  }
+
+  /**
+   * Whether the stored access token stays valid for at least another minute: then no
+   * refresh is due (the client refreshes within 40 s of expiry) and a restore can skip it.
+   */
+  private async hasFreshAccessToken(did: string): Promise<boolean> {
+    const stored = await this.sessionStore.get(did).catch(() => undefined);
+    const expiresAt = stored?.tokenSet.expires_at;
+    return expiresAt !== undefined && new Date(expiresAt).getTime() > Date.now() + FRESH_MARGIN_MS;
   }
 
   /**

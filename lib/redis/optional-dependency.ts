@@ -1,0 +1,22 @@
+import { AtProtoError } from '../errors/at-proto.error.js';
+
+/**
+ * Loads an optional peer dependency (ioredis, redlock, bullmq...) only when the feature that
+ * needs it is configured, with an error that names the package to install.
+ * @internal
+ */
+export async function loadOptional<T>(pkg: string, feature: string): Promise<T> {
+  try {
+    return (await import(pkg)) as T;
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new AtProtoError(
+        'ERR_AT_PROTO_OPTIONAL_DEPENDENCY',
+        `${feature} needs the package "${pkg}", which is not installed: npm install ${pkg}`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+}
