@@ -13,6 +13,7 @@ import {
   AT_PROTO_PUBLIC_KEY,
   AT_PROTO_REQUEST_KEY,
 } from '../at-proto.constants.js';
+import { AtProtoSessionUnavailableError } from '../errors/at-proto-http.errors.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AppSessionService } from '../session/app-session.service.js';
@@ -64,7 +65,16 @@ export class AtProtoAuthGuard implements CanActivate {
     const auth: AtProtoRequestAuth = {
       did: session.did,
       appSessionId: session.id,
-      restore: () => (restored ??= this.auth.restore(session.did)),
+      restore: () =>
+        (restored ??= this.auth.restore(session.did).catch(async (error: unknown) => {
+          // The OAuth session has ended for good (revoked, refresh refused): this device's
+          // app session cannot act as the user any more, so end it too. The next request is
+          // then plainly signed out instead of looping between "signed in" and 401.
+          if (error instanceof AtProtoSessionUnavailableError) {
+            await this.appSessions.revoke(session.id).catch(() => undefined);
+          }
+          throw error;
+        })),
     };
     req[AT_PROTO_REQUEST_KEY] = auth;
     return true;

@@ -125,7 +125,7 @@ export interface AtProtoModuleOptions {
   redis?: string;
 
   /**
-   * Handle resolution: an `https` URL of a service answering
+   * Handle resolution: the URL of a service answering
    * `com.atproto.identity.resolveHandle` (e.g. your own PDS), instead of DNS and
    * `/.well-known/atproto-did`. For tests and private deployments.
    */

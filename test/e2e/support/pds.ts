@@ -65,8 +65,12 @@ export interface TestPds {
 }
 
 export interface StartTestPdsOptions {
-  /** Extra or overriding PDS environment settings. */
+  /** Extra or overriding PDS environment settings (not `port`: use the option below). */
   env?: Partial<ServerEnvironment>;
+  /** Port of the PDS (the issuer is `http://localhost:PORT`). @default a free port */
+  port?: number;
+  /** Port of the PLC directory. @default a free port */
+  plcPort?: number;
 }
 
 /** Starts PLC (in memory) and a PDS on a free localhost port. Call `stop()` in `afterAll`. */
@@ -83,7 +87,10 @@ export async function startTestPds(options: StartTestPdsOptions = {}): Promise<T
   const bootStart = performance.now();
   const dataDirectory = await mkdtemp(join(tmpdir(), 'e2e-pds-'));
   // @did-plc/server is CommonJS; its named exports are what Node's CJS interop exposes.
-  const plc = plcModule.PlcServer.create({ db: plcModule.Database.mock(), port: 0 });
+  const plc = plcModule.PlcServer.create({
+    db: plcModule.Database.mock(),
+    port: options.plcPort ?? 0,
+  });
   let pds: PDS | undefined;
   try {
     const plcServer = await plc.start();
@@ -92,9 +99,8 @@ export async function startTestPds(options: StartTestPdsOptions = {}): Promise<T
     const rotationKey = await Secp256k1Keypair.create({ exportable: true });
     const recoveryKey = await Secp256k1Keypair.create();
     // The issuer URL is derived from `port` (`http://localhost:PORT`), so port 0 cannot be used.
-    const port = await findFreePort();
+    const port = options.port ?? (await findFreePort());
     pds = await PdsClass.fromEnv({
-      port,
       devMode: true,
       dataDirectory,
       blobstoreDiskLocation: join(dataDirectory, 'blobs'),
@@ -112,6 +118,8 @@ export async function startTestPds(options: StartTestPdsOptions = {}): Promise<T
       modServiceUrl: 'https://moderation.invalid',
       modServiceDid: 'did:example:invalid',
       ...options.env,
+      // Last: the issuer URL (below) is derived from it.
+      port,
     });
     const server = await pds.start();
     const bootMs = performance.now() - bootStart;

@@ -1,0 +1,70 @@
+import { type DynamicModule, Global, Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import {
+  AtProtoModule,
+  atProtoEntities,
+  atProtoMigrations,
+  type AtProtoModuleOptions,
+} from 'nestjs-atproto-auth';
+import type { SampleConfig } from './config.js';
+import { HealthController } from './health.controller.js';
+import { HomeController } from './home.controller.js';
+import { HtmlErrorFilter } from './html-error.filter.js';
+import { MeController } from './me.controller.js';
+
+/** Injection token of the sample's {@link SampleConfig}. */
+export const SAMPLE_CONFIG = Symbol('SAMPLE_CONFIG');
+
+/** Makes the config injectable everywhere (what `@nestjs/config`'s ConfigModule does in a real app). */
+@Global()
+@Module({})
+class SampleConfigModule {
+  static register(config: SampleConfig): DynamicModule {
+    return {
+      module: SampleConfigModule,
+      providers: [{ provide: SAMPLE_CONFIG, useValue: config }],
+      exports: [SAMPLE_CONFIG],
+    };
+  }
+}
+
+@Module({})
+export class AppModule {
+  static forRoot(config: SampleConfig): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [
+        SampleConfigModule.register(config),
+        TypeOrmModule.forRoot({
+          type: 'better-sqlite3',
+          database: config.databasePath,
+          enableWAL: true,
+          // The library's three tables, created by its shipped migrations at boot.
+          entities: [...atProtoEntities],
+          migrations: atProtoMigrations(),
+          migrationsRun: true,
+        }),
+        AtProtoModule.forRootAsync({
+          inject: [SAMPLE_CONFIG],
+          useFactory: (c: SampleConfig): AtProtoModuleOptions => ({
+            // http://127.0.0.1:<port>: the AT Protocol loopback development client (no keys).
+            // An https URL makes it a confidential client, which needs a signing key.
+            publicUrl: c.publicUrl,
+            clientName: 'nestjs-atproto-auth sample',
+            ...(c.privateJwk ? { keys: [c.privateJwk] } : {}),
+            encryption: { activeKeyId: 'sample-1', keys: { 'sample-1': c.encryptionKey } },
+            afterLoginPath: '/me',
+            afterLogoutPath: '/',
+            // Only for a local PDS: resolve handles and DIDs there, and allow plain http.
+            ...(c.handleResolver ? { handleResolver: c.handleResolver } : {}),
+            ...(c.plcDirectoryUrl ? { plcDirectoryUrl: c.plcDirectoryUrl } : {}),
+            allowHttpServers: c.allowHttpServers,
+          }),
+        }),
+      ],
+      controllers: [HomeController, MeController, HealthController],
+      providers: [{ provide: APP_FILTER, useClass: HtmlErrorFilter }],
+    };
+  }
+}

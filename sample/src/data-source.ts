@@ -1,0 +1,22 @@
+/**
+ * The sample's database for the TypeORM CLI, e.g. after `npm run build` and building the
+ * sample: `npx typeorm migration:run -d sample/dist/data-source.js` (or `migration:show`).
+ * Same `DATABASE_PATH` (default `.data/sample.sqlite`) as the app.
+ */
+import 'reflect-metadata';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
+import { DataSource } from 'typeorm';
+import { databasePath } from './config.js';
+
+const database = databasePath(process.env);
+mkdirSync(dirname(database), { recursive: true, mode: 0o700 });
+
+export default new DataSource({
+  type: 'better-sqlite3',
+  database,
+  enableWAL: true,
+  entities: [...atProtoEntities],
+  migrations: atProtoMigrations(),
+});
