@@ -23,10 +23,22 @@ export const {
   // path, its APP_GUARD provider, what it injects), which Nest fixes before an async options
   // factory can run: they are "extras", given next to useFactory, not inside its result.
   .setExtras<AtProtoModuleExtras>(
-    { routePrefix: 'oauth', globalGuard: true, isGlobal: true },
+    { routePrefix: 'oauth', globalGuard: true, isGlobal: true, bullmq: false },
     (definition, extras) => ({
       ...definition,
       global: extras.isGlobal ?? true,
+      imports: [
+        ...(definition.imports ?? []),
+        // Loaded only when asked for: @nestjs/bullmq and bullmq are optional peers. Nest
+        // accepts a promise of a dynamic module among imports.
+        ...(extras.bullmq
+          ? [
+              import('./cleanup/bullmq/cleanup-queue.module.js').then((m) =>
+                m.AtProtoCleanupQueueModule.register(),
+              ),
+            ]
+          : []),
+      ],
       controllers: [
         ...(definition.controllers ?? []),
         createOAuthController(extras.routePrefix ?? 'oauth'),

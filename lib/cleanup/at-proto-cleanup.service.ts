@@ -5,7 +5,8 @@ import {
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
 } from '@nestjs/common';
-import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
+import { AT_PROTO_MODULE_EXTRAS, AT_PROTO_OPTIONS } from '../at-proto.constants.js';
+import type { AtProtoModuleExtras } from '../options/at-proto-options.interface.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import { describe } from '../session/app-session.service.js';
@@ -32,6 +33,7 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, OnApplicat
   constructor(
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
     @Inject(AT_PROTO_CLEANUP_TARGET) target: CleanupTarget,
+    @Inject(AT_PROTO_MODULE_EXTRAS) private readonly extras: AtProtoModuleExtras,
     auth: AtProtoAuthService,
   ) {
     this.#runner = new CleanupRunner(target, auth, {
@@ -52,8 +54,10 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, OnApplicat
   /** @internal */
   onApplicationBootstrap(): void {
     const { enabled, intervalMs } = this.options.cleanup;
-    if (!enabled || this.options.redis) return;
-    // In-process schedule (one instance). unref(): a pending tick never keeps the process alive.
+    // With BullMQ, its job scheduler runs cleanup once per tick for all instances.
+    if (!enabled || this.extras.bullmq) return;
+    // In-process schedule: every instance runs it (deletions are idempotent, so several
+    // instances without BullMQ only repeat work). unref(): a tick never keeps the process up.
     this.#timer = setInterval(() => {
       this.runOnce().catch((error: unknown) => {
         this.#logger.warn(

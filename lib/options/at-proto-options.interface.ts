@@ -157,6 +157,12 @@ export interface AtProtoModuleExtras {
   /** Makes the module's services injectable in every module. @default true */
   isGlobal?: boolean;
   /**
+   * Schedule cleanup with a BullMQ job scheduler on `redis` (one run per tick across all
+   * instances) instead of an in-process timer in every instance. Needs `redis` and the
+   * packages `bullmq` and `@nestjs/bullmq`. @default false
+   */
+  bullmq?: boolean;
+  /**
    * Name of the TypeORM DataSource to store in, when the app has several (the `name` given
    * to `TypeOrmModule.forRoot`). @default the default DataSource
    */

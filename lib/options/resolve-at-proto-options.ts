@@ -211,6 +211,14 @@ export async function resolveAtProtoOptions(
   }
 
   problems.push(...KeyRing.validate(input.encryption as AtProtoModuleOptions['encryption']));
+  if (extras.bullmq && !input.redis) {
+    problems.push('bullmq: true needs the redis option (a redis:// URL) for BullMQ to run on');
+  }
+  if (extras.bullmq && extras.isGlobal === false) {
+    problems.push(
+      'bullmq: true needs isGlobal: true (the BullMQ connection reads the module options)',
+    );
+  }
 
   const signingKeys: Key[] = [];
   if (clientMode === 'confidential') {

@@ -78,20 +78,38 @@ const NODE_TRANSIENT = new Set([
 ]);
 const TRANSIENT_MESSAGES =
   /Connection terminated|connection timeout|Connection lost|server closed the connection|Client has encountered a connection error|terminating connection/i;
+// Redis (the Redis stores): ioredis' own errors while the connection is down, reconnecting
+// or offline (exact messages, case-sensitive), and server replies that mean "try again
+// shortly" (loading after a restart, failover to a replica, cluster resharding, a busy
+// script), recognized only on ioredis' ReplyError by their leading error code.
+const REDIS_TRANSIENT_NAMES = new Set(['MaxRetriesPerRequestError']);
+const REDIS_TRANSIENT_MESSAGES =
+  /^(?:Connection is closed\.|Stream isn't writeable and enableOfflineQueue options is false|Cluster isn't ready and enableOfflineQueue options is false|Cluster is disconnected\.|None of startup nodes is available|Command timed out|Socket timeout\. )/;
+const REDIS_TRANSIENT_REPLIES = /^(?:LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY|NOREPLICAS) /;
 
 /**
  * Whether an error thrown by a database driver (directly or wrapped in TypeORM's
  * `QueryFailedError`) is transient: a lock timeout, deadlock, serialization failure,
- * lost connection or busy database.
+ * lost connection or busy database. Also recognizes ioredis' errors for a lost, offline
+ * or reconnecting connection and Redis' "try again" replies (LOADING, READONLY, ...).
  * @publicApi
  */
 export function isTransientDatabaseError(error: unknown): boolean {
   for (let e: unknown = error, depth = 0; e && typeof e === 'object' && depth < 4; depth++) {
-    const { code, errno, message } = e as { code?: unknown; errno?: unknown; message?: unknown };
+    const { code, errno, message, name } = e as {
+      code?: unknown;
+      errno?: unknown;
+      message?: unknown;
+      name?: unknown;
+    };
     if (typeof code === 'string' && (PG_TRANSIENT.has(code) || NODE_TRANSIENT.has(code)))
       return true;
     if (typeof errno === 'number' && MYSQL_TRANSIENT_ERRNO.has(errno)) return true;
     if (typeof message === 'string' && TRANSIENT_MESSAGES.test(message)) return true;
+    if (typeof name === 'string' && REDIS_TRANSIENT_NAMES.has(name)) return true;
+    if (typeof message === 'string' && REDIS_TRANSIENT_MESSAGES.test(message)) return true;
+    if (name === 'ReplyError' && typeof message === 'string' && REDIS_TRANSIENT_REPLIES.test(message))
+      return true;
     e =
       (e as { driverError?: unknown; cause?: unknown }).driverError ??
       (e as { cause?: unknown }).cause;
