@@ -57,6 +57,8 @@ import type {
 import { TypeOrmAppSessionStore } from './storage/typeorm/typeorm-app-session.store.js';
 import { TypeOrmSessionStore } from './storage/typeorm/typeorm-session.store.js';
 import { TypeOrmStateStore } from './storage/typeorm/typeorm-state.store.js';
+import { createRedisOAuthCaches } from './storage/redis/redis-caches.js';
+import { RedisSessionStore, RedisStateStore } from './storage/redis/redis.stores.js';
 
 /** The Redis connection of the session lock, or null without `redis`. */
 const AT_PROTO_LOCK_CONNECTION = Symbol('AT_PROTO_LOCK_CONNECTION');
@@ -98,26 +100,23 @@ const providers: Provider[] = [
   },
   {
     provide: AT_PROTO_STORES,
-    inject: [AT_PROTO_OPTIONS, AT_PROTO_DATA_SOURCE],
-    useFactory: (options: ResolvedAtProtoOptions, found: DataSource | null): Stores => {
-      if (options.storage === 'memory') {
-        const state = new MemoryStateStore({ ttlMs: options.stateTtlMs });
-        const session = new MemorySessionStore({ ttlMs: options.oauthSessionRetentionMs });
-        const app = new MemoryAppSessionStore();
-        return { state, session, app, cleanup: new MemoryCleanupTarget(state, session, app) };
-      }
-      const dataSource = requireDataSource(found, options.dataSourceName);
+    inject: [AT_PROTO_OPTIONS, AT_PROTO_DATA_SOURCE, AT_PROTO_LOCK_CONNECTION],
+    useFactory: (
+      options: ResolvedAtProtoOptions,
+      found: DataSource | null,
+      redis: RedisClientLike | null,
+    ): Stores => {
+      const stores = buildStores(options, found);
+      if (!options.redisStore || !redis) return stores;
+      // OAuth states and sessions in Redis; app sessions (and their cleanup) stay put.
+      const redisOptions = { keyPrefix: options.redisKeyPrefix, retry: options.storeRetry };
       return {
-        state: new TypeOrmStateStore(dataSource, {
-          ttlMs: options.stateTtlMs,
-          retry: options.storeRetry,
-        }),
-        session: new TypeOrmSessionStore(dataSource, {
+        ...stores,
+        state: new RedisStateStore(redis, { ...redisOptions, ttlMs: options.stateTtlMs }),
+        session: new RedisSessionStore(redis, {
+          ...redisOptions,
           ttlMs: options.oauthSessionRetentionMs,
-          retry: options.storeRetry,
         }),
-        app: new TypeOrmAppSessionStore(dataSource, { retry: options.storeRetry }),
-        cleanup: new TypeOrmCleanupTarget(dataSource, options.storeRetry),
       };
     },
   },
@@ -154,13 +153,30 @@ const providers: Provider[] = [
   AtProtoEvents,
   {
     provide: AT_PROTO_OAUTH_CLIENT,
-    inject: [AT_PROTO_OPTIONS, AT_PROTO_STORES, AtProtoRequestLock, AtProtoEvents],
+    inject: [
+      AT_PROTO_OPTIONS,
+      AT_PROTO_STORES,
+      AtProtoRequestLock,
+      AtProtoEvents,
+      AT_PROTO_LOCK_CONNECTION,
+    ],
     useFactory: (
       options: ResolvedAtProtoOptions,
       stores: Stores,
       lock: AtProtoRequestLock,
       events: AtProtoEvents,
-    ): NodeOAuthClient => createOAuthClient(options, stores.state, stores.session, lock, events),
+      redis: RedisClientLike | null,
+    ): NodeOAuthClient =>
+      createOAuthClient(
+        options,
+        stores.state,
+        stores.session,
+        lock,
+        events,
+        redis && options.redisCaches
+          ? createRedisOAuthCaches(redis, { keyPrefix: options.redisKeyPrefix })
+          : undefined,
+      ),
   },
   AtProtoAuthService,
   AppSessionService,
@@ -201,6 +217,28 @@ const providers: Provider[] = [
   ],
 })
 export class AtProtoModule extends AtProtoConfigurableModule {}
+
+function buildStores(options: ResolvedAtProtoOptions, found: DataSource | null): Stores {
+  if (options.storage === 'memory') {
+    const state = new MemoryStateStore({ ttlMs: options.stateTtlMs });
+    const session = new MemorySessionStore({ ttlMs: options.oauthSessionRetentionMs });
+    const app = new MemoryAppSessionStore();
+    return { state, session, app, cleanup: new MemoryCleanupTarget(state, session, app) };
+  }
+  const dataSource = requireDataSource(found, options.dataSourceName);
+  return {
+    state: new TypeOrmStateStore(dataSource, {
+      ttlMs: options.stateTtlMs,
+      retry: options.storeRetry,
+    }),
+    session: new TypeOrmSessionStore(dataSource, {
+      ttlMs: options.oauthSessionRetentionMs,
+      retry: options.storeRetry,
+    }),
+    app: new TypeOrmAppSessionStore(dataSource, { retry: options.storeRetry }),
+    cleanup: new TypeOrmCleanupTarget(dataSource, options.storeRetry),
+  };
+}
 
 function requireDataSource(dataSource: DataSource | null, name: string | undefined): DataSource {
   if (dataSource) return dataSource;

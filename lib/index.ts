@@ -71,6 +71,16 @@ export {
   MemorySessionStore,
   MemoryStateStore,
 } from './storage/memory/memory.stores.js';
+export {
+  createRedisOAuthCaches,
+  REDIS_OAUTH_CACHE_TTL_MS,
+  RedisSessionStore,
+  RedisStateStore,
+  type RedisCommandClient,
+  type RedisOAuthCaches,
+  type RedisOAuthCachesOptions,
+  type RedisStoreOptions,
+} from './storage/redis/index.js';
 export { isTransientDatabaseError, type TransientRetryOptions } from './storage/transient-retry.js';
 
 export * from './errors/index.js';

@@ -5,7 +5,12 @@ import {
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
 } from '@nestjs/common';
-import { AT_PROTO_MODULE_EXTRAS, AT_PROTO_OPTIONS } from '../at-proto.constants.js';
+import {
+  AT_PROTO_MODULE_EXTRAS,
+  AT_PROTO_OPTIONS,
+  AT_PROTO_SESSION_STORE,
+} from '../at-proto.constants.js';
+import type { AtProtoSessionStore } from '../storage/store.interface.js';
 import type { AtProtoModuleExtras } from '../options/at-proto-options.interface.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
@@ -35,8 +40,10 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, OnApplicat
     @Inject(AT_PROTO_CLEANUP_TARGET) target: CleanupTarget,
     @Inject(AT_PROTO_MODULE_EXTRAS) private readonly extras: AtProtoModuleExtras,
     auth: AtProtoAuthService,
+    @Inject(AT_PROTO_SESSION_STORE) sessionStore: AtProtoSessionStore,
   ) {
-    this.#runner = new CleanupRunner(target, auth, {
+    const hasOAuthSession = async (did: string) => (await sessionStore.get(did)) !== undefined;
+    this.#runner = new CleanupRunner(target, auth, hasOAuthSession, {
       batchSize: options.cleanup.batchSize,
       appSessionIdleTtlMs: options.appSession.idleTtlMs,
       revokedGraceMs: options.cleanup.revokedGraceMs,

@@ -27,10 +27,10 @@ export interface CleanupTarget {
     batchSize: number,
   ): Promise<{ deleted: number; dids: string[] }>;
   /**
-   * Of `dids`, those that have an OAuth session stored but no active app session left
-   * (not revoked, not expired, not idle): the users whose last device just went.
+   * Of `dids`, those with no active app session left (not revoked, not expired, not
+   * idle): the users whose last device just went.
    */
-  orphanedOAuthSessions(
+  didsWithoutActiveAppSession(
     dids: string[],
     cutoffs: { now: number; idleBefore: number },
   ): Promise<string[]>;

@@ -29,6 +29,8 @@ export class CleanupRunner {
   constructor(
     private readonly target: CleanupTarget,
     private readonly auth: Pick<AtProtoAuthService, 'revoke'>,
+    /** Whether an OAuth session is stored for a DID (in whichever store holds them). */
+    private readonly hasOAuthSession: (did: string) => Promise<boolean>,
     private readonly settings: CleanupSettings,
   ) {}
 
@@ -56,8 +58,9 @@ export class CleanupRunner {
       result.appSessions += deleted;
       // Checked per batch, right after the deletion, so that an interrupted run loses at most
       // one batch's revocations (those OAuth sessions then expire with their retention).
-      for (const did of await this.target.orphanedOAuthSessions(dids, cutoffs)) {
+      for (const did of await this.target.didsWithoutActiveAppSession(dids, cutoffs)) {
         try {
+          if (!(await this.hasOAuthSession(did))) continue;
           await this.auth.revoke(did); // best effort at the server; always deletes locally
           result.oauthSessionsRevoked++;
         } catch (error) {

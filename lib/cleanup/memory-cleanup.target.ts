@@ -28,13 +28,12 @@ export class MemoryCleanupTarget implements CleanupTarget {
     return this.appSessions.deleteEnded(cutoffs, batchSize);
   }
 
-  async orphanedOAuthSessions(
+  async didsWithoutActiveAppSession(
     dids: string[],
     cutoffs: { now: number; idleBefore: number },
   ): Promise<string[]> {
     const out: string[] = [];
     for (const did of dids) {
-      if ((await this.sessions.get(did)) === undefined) continue;
       const active = (await this.appSessions.listForDid(did)).some(
         (r) => r.expiresAt.getTime() > cutoffs.now && r.lastSeenAt.getTime() > cutoffs.idleBefore,
       );

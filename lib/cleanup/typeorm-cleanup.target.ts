@@ -67,32 +67,20 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     return { deleted: r.deleted, dids: [...new Set(r.extra)] };
   }
 
-  async orphanedOAuthSessions(
+  async didsWithoutActiveAppSession(
     dids: string[],
     cutoffs: { now: number; idleBefore: number },
   ): Promise<string[]> {
     if (dids.length === 0) return [];
     const q = this.#q;
-    // Two indexed lookups per batch (by primary key and by the did index), not two per DID.
-    const withSession = await withTransientRetry(
-      'Cleanup: finding OAuth sessions',
-      () =>
-        this.#sessions
-          .createQueryBuilder()
-          .select(q('did'), 'did')
-          .where({ did: In(dids) })
-          .getRawMany<{ did: string }>(),
-      this.retry,
-    );
-    if (withSession.length === 0) return [];
-    const candidates = withSession.map((r) => r.did);
+    // One indexed lookup per batch (by the did index), not one per DID.
     const stillActive = await withTransientRetry(
       'Cleanup: finding active app sessions',
       () =>
         this.#appSessions
           .createQueryBuilder()
           .select(`DISTINCT ${q('did')}`, 'did')
-          .where({ did: In(candidates) })
+          .where({ did: In(dids) })
           .andWhere(`${q('revoked_at')} IS NULL`)
           .andWhere(`${q('expires_at')} > :now`, cutoffs)
           .andWhere(`${q('last_seen_at')} > :idleBefore`, cutoffs)
@@ -100,7 +88,7 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
       this.retry,
     );
     const active = new Set(stillActive.map((r) => r.did));
-    return candidates.filter((did) => !active.has(did));
+    return dids.filter((did) => !active.has(did));
   }
 
   async #batch<E extends ObjectLiteral>(

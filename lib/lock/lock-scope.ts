@@ -1,8 +1,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { NodeSavedSession } from '@atproto/oauth-client-node';
+import type { AtProtoSessionStore } from '../storage/store.interface.js';
 
 /**
  * Marks a call of the OAuth client that cannot refresh tokens, so that the request lock may
- * skip the distributed (Redis) lock for it. The value is the lock name the mark applies to.
+ * skip the distributed (Redis) lock for it.
  *
  * Why this is safe: the module sets the mark only around `client.restore(did, false)`,
  * after reading the stored session and finding an access token valid for at least another
@@ -13,7 +15,39 @@ import { AsyncLocalStorage } from 'node:async_hooks';
  * restore and cannot say why; this mark is how the module tells it.
  * @internal
  */
-export const noRefreshScope = new AsyncLocalStorage<string>();
+export const noRefreshScope = new AsyncLocalStorage<NoRefreshScope>();
+
+/** What the no-refresh scope carries. @internal */
+export interface NoRefreshScope {
+  /** The lock name the mark applies to. */
+  readonly lockName: string;
+  /** The DID being restored. */
+  readonly did: string;
+  /**
+   * The session the module just read from the store to check its freshness: the client's
+   * own read inside the scope returns it instead of a second identical database read. This
+   * is outside any lock (the scope takes none), so the rule "inside the lock, read the
+   * database" is not at stake; and with `refresh = false` the value is only handed out.
+   */
+  readonly session: NodeSavedSession;
+}
+
+/**
+ * Wraps the session store handed to the OAuth client: inside a no-refresh scope, a read of
+ * the scope's DID returns the session the module has just read. Everything else goes to the
+ * store.
+ * @internal
+ */
+export function withScopedReads(store: AtProtoSessionStore): AtProtoSessionStore {
+  return {
+    get: async (did) => {
+      const scope = noRefreshScope.getStore();
+      return scope && scope.did === did ? scope.session : store.get(did);
+    },
+    set: (did, value) => store.set(did, value),
+    del: (did) => store.del(did),
+  };
+}
 
 /** The lock name the OAuth client uses for a DID. @internal */
 export function sessionLockName(did: string): string {

@@ -113,7 +113,7 @@ export class RedlockRequestLock extends AtProtoRequestLock {
   }
 
   async run<T>(name: string, fn: () => T | PromiseLike<T>): Promise<T> {
-    if (noRefreshScope.getStore() === name) return fn();
+    if (noRefreshScope.getStore()?.lockName === name) return fn();
     return this.#local.run(name, () => this.#withRedisLock(name, fn));
   }
 

@@ -5,6 +5,7 @@ import {
   NodeOAuthClient,
   OAuthCallbackError,
   OAuthResolverError,
+  type NodeSavedSession,
   type OAuthSession,
 } from '@atproto/oauth-client-node';
 import {
@@ -168,11 +169,12 @@ export class AtProtoAuthService {
    */
   async restore(did: string, refresh: boolean | 'auto' = 'auto'): Promise<OAuthSession> {
     try {
-      if (refresh === 'auto' && (await this.hasFreshAccessToken(did))) {
-        // Cannot refresh (refresh = false), so the lock may skip Redis: see lock/lock-scope.ts.
-        return await noRefreshScope.run(sessionLockName(did), () =>
-          this.client.restore(did, false),
-        );
+      const fresh = refresh === 'auto' ? await this.freshStoredSession(did) : undefined;
+      if (fresh) {
+        // Cannot refresh (refresh = false), so the lock may skip Redis and the client reuses
+        // the session just read: see lock/lock-scope.ts.
+        const scope = { lockName: sessionLockName(did), did, session: fresh };
+        return await noRefreshScope.run(scope, () => this.client.restore(did, false));
       }
       return await this.client.restore(did, refresh);
     } catch (error) {
@@ -194,13 +196,15 @@ export class AtProtoAuthService {
   }
 
   /**
-   * Whether the stored access token stays valid for at least another minute: then no
-   * refresh is due (the client refreshes within 40 s of expiry) and a restore can skip it.
+   * The stored session if its access token stays valid for at least another minute: then
+   * no refresh is due (the client refreshes within 40 s of expiry) and a restore can skip it.
    */
-  private async hasFreshAccessToken(did: string): Promise<boolean> {
+  private async freshStoredSession(did: string): Promise<NodeSavedSession | undefined> {
     const stored = await this.sessionStore.get(did).catch(() => undefined);
     const expiresAt = stored?.tokenSet.expires_at;
-    return expiresAt !== undefined && new Date(expiresAt).getTime() > Date.now() + FRESH_MARGIN_MS;
+    return expiresAt !== undefined && new Date(expiresAt).getTime() > Date.now() + FRESH_MARGIN_MS
+      ? stored
+      : undefined;
   }
 
   /**

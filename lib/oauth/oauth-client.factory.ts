@@ -8,6 +8,8 @@ import type { AtProtoEvents, AtProtoSessionDeletedReason } from '../events/at-pr
 import type { AtProtoRequestLock } from '../lock/request-lock.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
+import { withScopedReads } from '../lock/lock-scope.js';
+import type { RedisOAuthCaches } from '../storage/redis/redis-caches.js';
 import { oauthPhase } from './oauth-phase.js';
 
 /**
@@ -21,12 +23,14 @@ export function createOAuthClient(
   sessionStore: AtProtoSessionStore,
   lock: AtProtoRequestLock,
   events: AtProtoEvents,
+  caches?: RedisOAuthCaches,
 ): NodeOAuthClient {
   return new NodeOAuthClient({
+    ...caches,
     clientMetadata: options.clientMetadata,
     keyset: options.clientMode === 'confidential' ? [...options.signingKeys] : undefined,
     stateStore,
-    sessionStore,
+    sessionStore: withScopedReads(sessionStore),
     requestLock: (name, fn) => lock.run(name, fn),
     ...(options.handleResolver ? { handleResolver: options.handleResolver } : {}),
     ...(options.plcDirectoryUrl ? { plcDirectoryUrl: options.plcDirectoryUrl } : {}),

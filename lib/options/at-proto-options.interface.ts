@@ -123,6 +123,19 @@ export interface AtProtoModuleOptions {
    * without it the lock and cleanup are in-process.
    */
   redis?: string;
+  /**
+   * Keep OAuth states and OAuth sessions in Redis (encrypted with the same key ring, with a
+   * Redis TTL) instead of the database. App sessions stay in the database. Needs `redis`.
+   * @default false
+   */
+  redisStore?: boolean;
+  /** Prefix of every key the module writes in Redis. @default 'atproto:' */
+  redisKeyPrefix?: string;
+  /**
+   * Share the OAuth client's DPoP-nonce, DID, handle and server-metadata caches between
+   * instances through Redis (encrypted). @default true when `redis` is set
+   */
+  redisCaches?: boolean;
 
   /**
    * Handle resolution: the URL of a service answering

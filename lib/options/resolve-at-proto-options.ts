@@ -132,6 +132,14 @@ const optionsSchema = z.object({
       error: 'redis must be a redis:// or rediss:// URL',
     })
     .optional(),
+  redisStore: z.boolean({ error: 'redisStore must be true or false' }).optional(),
+  redisKeyPrefix: z
+    .string()
+    .regex(/^[A-Za-z0-9:_.-]{1,64}$/, {
+      error: 'redisKeyPrefix must be 1-64 of A-Z a-z 0-9 : _ . -',
+    })
+    .optional(),
+  redisCaches: z.boolean({ error: 'redisCaches must be true or false' }).optional(),
   handleResolver: z
     .string()
     .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), {
@@ -211,6 +219,9 @@ export async function resolveAtProtoOptions(
   }
 
   problems.push(...KeyRing.validate(input.encryption as AtProtoModuleOptions['encryption']));
+  if (input.redisStore && !input.redis) {
+    problems.push('redisStore: true needs the redis option (a redis:// URL)');
+  }
   if (extras.bullmq && !input.redis) {
     problems.push('bullmq: true needs the redis option (a redis:// URL) for BullMQ to run on');
   }
@@ -331,6 +342,9 @@ export async function resolveAtProtoOptions(
       revokedGraceMs: input.cleanup?.revokedGrace ?? DEFAULTS.revokedGrace,
     },
     redis: input.redis,
+    redisStore: input.redisStore ?? false,
+    redisKeyPrefix: input.redisKeyPrefix ?? 'atproto:',
+    redisCaches: input.redisCaches ?? input.redis !== undefined,
     handleResolver: input.handleResolver,
     plcDirectoryUrl: input.plcDirectoryUrl,
     allowHttpServers: input.allowHttpServers ?? false,

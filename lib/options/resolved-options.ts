@@ -50,6 +50,9 @@ export interface ResolvedAtProtoOptions {
     readonly revokedGraceMs: number;
   };
   readonly redis: string | undefined;
+  readonly redisStore: boolean;
+  readonly redisKeyPrefix: string;
+  readonly redisCaches: boolean;
   readonly handleResolver: string | undefined;
   readonly plcDirectoryUrl: string | undefined;
   readonly allowHttpServers: boolean;

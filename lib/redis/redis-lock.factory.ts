@@ -5,10 +5,11 @@ import {
   type RedlockSettings,
 } from '../lock/redlock-request-lock.js';
 import { describe } from '../session/app-session.service.js';
+import type { RedisCommandClient } from '../storage/redis/redis-client.js';
 import { loadOptional } from './optional-dependency.js';
 
 /** The ioredis client shape this module uses. @internal */
-export interface RedisClientLike {
+export interface RedisClientLike extends RedisCommandClient {
   readonly status: string;
   quit(): Promise<unknown>;
   disconnect(): void;

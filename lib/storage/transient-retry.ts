@@ -85,7 +85,8 @@ const TRANSIENT_MESSAGES =
 const REDIS_TRANSIENT_NAMES = new Set(['MaxRetriesPerRequestError']);
 const REDIS_TRANSIENT_MESSAGES =
   /^(?:Connection is closed\.|Stream isn't writeable and enableOfflineQueue options is false|Cluster isn't ready and enableOfflineQueue options is false|Cluster is disconnected\.|None of startup nodes is available|Command timed out|Socket timeout\. )/;
-const REDIS_TRANSIENT_REPLIES = /^(?:LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY|NOREPLICAS) /;
+const REDIS_TRANSIENT_REPLIES =
+  /^(?:LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY|NOREPLICAS) /;
 
 /**
  * Whether an error thrown by a database driver (directly or wrapped in TypeORM's
@@ -108,7 +109,11 @@ export function isTransientDatabaseError(error: unknown): boolean {
     if (typeof message === 'string' && TRANSIENT_MESSAGES.test(message)) return true;
     if (typeof name === 'string' && REDIS_TRANSIENT_NAMES.has(name)) return true;
     if (typeof message === 'string' && REDIS_TRANSIENT_MESSAGES.test(message)) return true;
-    if (name === 'ReplyError' && typeof message === 'string' && REDIS_TRANSIENT_REPLIES.test(message))
+    if (
+      name === 'ReplyError' &&
+      typeof message === 'string' &&
+      REDIS_TRANSIENT_REPLIES.test(message)
+    )
       return true;
     e =
       (e as { driverError?: unknown; cause?: unknown }).driverError ??

@@ -67,6 +67,9 @@ async function counts(ds: DataSource): Promise<number[]> {
   return out;
 }
 
+/** No DID of the seeded app sessions has an OAuth session. */
+const noSession = async () => false;
+
 const noRevocations = {
   revoke: async () => {
     throw new Error('no OAuth session should be revoked in this test');
@@ -109,16 +112,16 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       },
       deleteExpiredOAuthSessions: (n, b) => real.deleteExpiredOAuthSessions(n, b),
       deleteEndedAppSessions: (c, b) => real.deleteEndedAppSessions(c, b),
-      orphanedOAuthSessions: (d, c) => real.orphanedOAuthSessions(d, c),
+      didsWithoutActiveAppSession: (d, c) => real.didsWithoutActiveAppSession(d, c),
     };
-    await expect(new CleanupRunner(dying, noRevocations, settings).run(now)).rejects.toThrow(
-      'killed',
-    );
+    await expect(
+      new CleanupRunner(dying, noRevocations, noSession, settings).run(now),
+    ).rejects.toThrow('killed');
     const [statesLeft] = await counts(ds);
     expect(statesLeft).toBe(EXPIRED + LIVE - 7 * 5_000); // whole batches only
 
     // The next run finishes the job.
-    const result = await new CleanupRunner(real, noRevocations, settings).run(now);
+    const result = await new CleanupRunner(real, noRevocations, noSession, settings).run(now);
     expect(result).toEqual({
       states: EXPIRED - 7 * 5_000,
       oauthSessions: EXPIRED,
@@ -131,7 +134,7 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
     )) as Array<{ n: unknown }>;
     expect(Number(live?.n)).toBe(LIVE);
     // A second run finds nothing.
-    expect(await new CleanupRunner(real, noRevocations, settings).run(now)).toEqual({
+    expect(await new CleanupRunner(real, noRevocations, noSession, settings).run(now)).toEqual({
       states: 0,
       oauthSessions: 0,
       appSessions: 0,

@@ -18,7 +18,13 @@ import { AppBrowser } from './support/app-client.js';
 import { signInAndConsent, startTestPds, type TestAccount, type TestPds } from './support/pds.js';
 import { startTestApp, type TestApp } from './support/test-app.js';
 
-const DIALECTS_UNDER_TEST: Dialect[] = ['sqlite', 'postgres', 'mariadb'];
+/** Each database, plus SQLite with Redis: the Redlock lock, Redis stores and shared caches. */
+const SETUPS: Array<[string, Dialect, boolean]> = [
+  ['sqlite', 'sqlite', false],
+  ['postgres', 'postgres', false],
+  ['mariadb', 'mariadb', false],
+  ['sqlite with redis (lock, stores, caches)', 'sqlite', true],
+];
 
 let pds: TestPds;
 beforeAll(async () => {
@@ -45,7 +51,7 @@ async function tableDump(ds: DataSource): Promise<string> {
   return JSON.stringify(parts);
 }
 
-describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => {
+describe.each(SETUPS)('OAuth login end to end on %s', (_label, dialect, withRedis) => {
   let t: TestApp;
   let drop: () => Promise<void>;
   let alice: TestAccount;
@@ -54,9 +60,19 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
   beforeAll(async () => {
     const db = await createTestDatabase(dialect, 'e2e_login');
     drop = db.drop;
-    t = await startTestApp(pds, db.options);
-    alice = await pds.createAccount(`alice-${dialect}.test`);
-    bob = await pds.createAccount(`bob-${dialect}.test`);
+    t = await startTestApp(
+      pds,
+      db.options,
+      withRedis
+        ? {
+            redis: 'redis://127.0.0.1:6379',
+            redisStore: true,
+            redisKeyPrefix: `e2e-${process.pid}-${Date.now()}:`,
+          }
+        : {},
+    );
+    alice = await pds.createAccount(`alice-${dialect}${withRedis ? '-r' : ''}.test`);
+    bob = await pds.createAccount(`bob-${dialect}${withRedis ? '-r' : ''}.test`);
   });
   afterAll(async () => {
     await t?.close();
@@ -134,7 +150,7 @@ describe.each(DIALECTS_UNDER_TEST)('OAuth login end to end on %s', (dialect) => 
   it('refuses a callback replayed from another browser, changing no row, and a replayed state', async () => {
     const victim = new AppBrowser(t.url);
     const attacker = new AppBrowser(t.url);
-    await attacker.startLogin('bob.test'.replace('bob', `bob-${dialect}`)); // the attacker has a login cookie of its own
+    await attacker.startLogin(bob.handle); // the attacker has a login cookie of its own
     const authorizeUrl = await victim.startLogin(bob.handle);
     const { callbackParams } = await signInAndConsent(authorizeUrl, {
       username: bob.handle,

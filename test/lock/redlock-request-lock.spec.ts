@@ -10,6 +10,7 @@ import {
 import { OwnRedis } from '../support/redis-server.js';
 
 const connections: RedisClientLike[] = [];
+const scope = (lockName: string) => ({ lockName, did: 'did:plc:x', session: {} as never });
 async function lockOn(url: string): Promise<RedlockRequestLock> {
   const connection = await createLockConnection(url);
   connections.push(connection);
@@ -80,10 +81,12 @@ describe('RedlockRequestLock', () => {
       await expect(lock.run('n', async () => 'never')).rejects.toBeInstanceOf(AtProtoLockError);
       expect(Date.now() - started).toBeLessThan(10_000); // no hanging on an offline queue
       // A call marked as unable to refresh skips Redis altogether.
-      expect(await noRefreshScope.run('n', () => lock.run('n', async () => 'read'))).toBe('read');
+      expect(await noRefreshScope.run(scope('n'), () => lock.run('n', async () => 'read'))).toBe(
+        'read',
+      );
       // The mark is per lock name.
       await expect(
-        noRefreshScope.run('other', () => lock.run('n', async () => 'x')),
+        noRefreshScope.run(scope('other'), () => lock.run('n', async () => 'x')),
       ).rejects.toBeInstanceOf(AtProtoLockError);
     } finally {
       await redis.stop();

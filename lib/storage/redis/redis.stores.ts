@@ -163,7 +163,10 @@ function context(redisKey: string): string {
  * new RedisStateStore(redis, { ttlMs: 30 * 60_000, keyPrefix: 'myapp:atproto:' })
  * @publicApi
  */
-export class RedisStateStore extends RedisKeyValueStore<NodeSavedState> implements AtProtoStateStore {
+export class RedisStateStore
+  extends RedisKeyValueStore<NodeSavedState>
+  implements AtProtoStateStore
+{
   /** @param redis a connected ioredis client; the store never creates nor closes connections. */
   constructor(redis: RedisCommandClient, options: RedisStoreOptions) {
     super(redis, options, 'state', (key) => assertValidStateKey(key));
