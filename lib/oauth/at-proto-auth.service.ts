@@ -62,6 +62,43 @@ export class AtProtoAuthService {
   }
 
   /**
+   * The OAuth client's `authorize()`: the authorization URL for `input` (a handle, DID or
+   * PDS URL, checked first). No browser binding: prefer {@link beginLogin} for browsers.
+   * @throws AtProtoBadRequestError for bad input or an unresolvable identity
+   */
+  async authorize(input: unknown, options: { state?: string; scope?: string } = {}): Promise<URL> {
+    const identity = normalizeLoginInput(input, this.options.allowHttpServers);
+    try {
+      return await this.client.authorize(identity, options);
+    } catch (error) {
+      throw this.authorizeError(identity, error);
+    }
+  }
+
+  /**
+   * The OAuth client's `callback()`: consumes the state, exchanges the code and stores the
+   * session (replacing the user's previous one). No browser binding check: prefer
+   * {@link completeLogin} for browsers.
+   */
+  async callback(
+    params: URLSearchParams,
+  ): Promise<{ session: OAuthSession; state: string | null }> {
+    try {
+      return await oauthPhase.run('login', () => this.client.callback(params));
+    } catch (error) {
+      if (error instanceof OAuthCallbackError) {
+        throw new AtProtoBadRequestError(
+          `The login response was refused: ${callbackReason(error)}.`,
+          { cause: error },
+        );
+      }
+      throw new AtProtoUpstreamError('The login could not be completed. Try again.', {
+        cause: error,
+      });
+    }
+  }
+
+  /**
    * Starts a login for what the user typed (handle, DID or PDS URL). Returns the URL to
    * redirect the browser to and a `bindingNonce` that must come back with the callback
    * (the module keeps it in a short-lived HttpOnly cookie) so that a callback opened in
@@ -85,18 +122,22 @@ export class AtProtoAuthService {
       const url = await this.client.authorize(identity, { state: JSON.stringify(appState) });
       return { url, bindingNonce, returnTo };
     } catch (error) {
-      if (error instanceof OAuthResolverError || isResolutionFailure(error)) {
-        throw new AtProtoBadRequestError(
-          `Could not find an AT Protocol account or server for "${identity}". Check the spelling.`,
-          { cause: error },
-        );
-      }
-      this.#logger.warn(`Starting a login failed: ${describe(error)}`);
-      throw new AtProtoUpstreamError(
-        'The authorization server could not be reached. Try again in a moment.',
+      throw this.authorizeError(identity, error);
+    }
+  }
+
+  private authorizeError(identity: string, error: unknown): Error {
+    if (error instanceof OAuthResolverError || isResolutionFailure(error)) {
+      return new AtProtoBadRequestError(
+        `Could not find an AT Protocol account or server for "${identity}". Check the spelling.`,
         { cause: error },
       );
     }
+    this.#logger.warn(`Starting a login failed: ${describe(error)}`);
+    return new AtProtoUpstreamError(
+      'The authorization server could not be reached. Try again in a moment.',
+      { cause: error },
+    );
   }
 
   /**

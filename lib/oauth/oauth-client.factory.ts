@@ -35,6 +35,7 @@ export function createOAuthClient(
     ...(options.handleResolver ? { handleResolver: options.handleResolver } : {}),
     ...(options.plcDirectoryUrl ? { plcDirectoryUrl: options.plcDirectoryUrl } : {}),
     allowHttp: options.allowHttpServers,
+    fetch: timeLimitedFetch(options.httpTimeoutMs),
     onSessionUpdated: (did) => {
       events.emit({
         type:
@@ -70,4 +71,32 @@ function deletionReason(cause: unknown): { reason: AtProtoSessionDeletedReason; 
     return { reason: 'signing-key-removed', message };
   }
   return { reason: 'error', message };
+}
+
+/**
+ * `fetch` with a time limit on every request, so that a hung authorization server cannot
+ * hold a session lock forever (the client deliberately does not abort a refresh in flight).
+ * It looks `globalThis.fetch` up at call time, so instrumentation installed later applies.
+ * @internal
+ */
+export function timeLimitedFetch(timeoutMs: number): typeof globalThis.fetch {
+  return async (input, init) => {
+    const limit = AbortSignal.timeout(timeoutMs);
+    if (input instanceof Request && init === undefined) {
+      // The client hands over Request objects. Re-wrapping one (`fetch(request, { signal })`)
+      // trips undici's "already used" check on requests with a body (PAR, token), so the
+      // request is rebuilt from its parts with the time-limited signal.
+      const body =
+        input.method === 'GET' || input.method === 'HEAD' ? undefined : await input.arrayBuffer();
+      return globalThis.fetch(input.url, {
+        method: input.method,
+        headers: input.headers,
+        body,
+        redirect: input.redirect,
+        signal: AbortSignal.any([input.signal, limit]),
+      });
+    }
+    const signal = init?.signal ? AbortSignal.any([init.signal, limit]) : limit;
+    return globalThis.fetch(input, { ...init, signal });
+  };
 }

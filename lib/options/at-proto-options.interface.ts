@@ -99,6 +99,12 @@ export interface AtProtoModuleOptions {
    * them in this process only (tests, trying things out). @default 'typeorm'
    */
   storage?: 'typeorm' | 'memory';
+  /**
+   * Time limit of every HTTP request the OAuth client makes (identity resolution, server
+   * metadata, PAR, token, revocation). It bounds how long a refresh can hold the session
+   * lock: the client never aborts a refresh in flight on its own. @default 10000
+   */
+  httpTimeout?: number;
   /** Retries of transient database failures inside the stores. */
   storeRetry?: TransientRetryOptions;
 

@@ -101,6 +101,7 @@ const optionsSchema = z.object({
   storage: z
     .enum(['typeorm', 'memory'], { error: 'storage must be "typeorm" or "memory"' })
     .optional(),
+  httpTimeout: duration('httpTimeout'),
   storeRetry: z
     .object({
       maxAttempts: z.number().int().min(1).optional(),
@@ -334,6 +335,7 @@ export async function resolveAtProtoOptions(
     afterLogoutPath: input.afterLogoutPath ?? '/',
     storage: input.storage ?? 'typeorm',
     dataSourceName: extras.dataSourceName,
+    httpTimeoutMs: input.httpTimeout ?? 10_000,
     storeRetry: input.storeRetry,
     cleanup: {
       enabled: input.cleanup?.enabled ?? process.env.NODE_ENV !== 'test',

@@ -42,6 +42,7 @@ export interface ResolvedAtProtoOptions {
   readonly afterLogoutPath: string;
   readonly storage: 'typeorm' | 'memory';
   readonly dataSourceName: string | undefined;
+  readonly httpTimeoutMs: number;
   readonly storeRetry: TransientRetryOptions | undefined;
   readonly cleanup: {
     readonly enabled: boolean;
