@@ -3,7 +3,7 @@
  * a Redis dump shows (nothing usable), key TTLs, and writes across a Redis restart (a
  * redis-server of the test's own, really stopped and started again).
  */
-import { createDecipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,6 +18,13 @@ import { RedisSessionStore, RedisStateStore } from '../../lib/storage/redis/inde
 import { isTransientDatabaseError } from '../../lib/storage/transient-retry.js';
 import { defineStoreConformanceTests } from '../../lib/testing/index.js';
 import { randomKey } from '../support/key-ring.js';
+import {
+  encodings,
+  jwkD,
+  jwkDEncodings,
+  leaks,
+  openEnvelope,
+} from '../support/secret-needles.js';
 import { dpopPrivateJwk, randomDid, secret, sessionValue, stateValue } from '../support/raw-sql.js';
 import { OwnRedis } from '../support/redis-server.js';
 
@@ -98,7 +105,9 @@ describe('Redis stores at rest', () => {
     const before = Date.now();
     await sessions.set(did, session);
     const key = `${prefix}session:${did}`;
-    const payload = JSON.parse(openEnvelope((await shared.get(key))!, `redis:${key}`)) as {
+    const payload = JSON.parse(
+      openEnvelope((await shared.get(key))!, `redis:${key}`, { id: KEY_ID, base64: KEY }),
+    ) as {
       e: number;
       v: unknown;
     };
@@ -329,73 +338,4 @@ function isTypeOnlyImport(node: ts.ImportDeclaration): boolean {
   if (clause.name) return false;
   const bindings = clause.namedBindings;
   return !!bindings && ts.isNamedImports(bindings) && bindings.elements.every((e) => e.isTypeOnly);
-}
-
-/** Decrypts an envelope from its documented format with node:crypto only (no KeyRing). */
-function openEnvelope(envelope: string, context: string): string {
-  const [version, keyId, iv, body] = envelope.split('.') as [string, string, string, string];
-  expect(version).toBe('v1');
-  expect(keyId).toBe(KEY_ID);
-  const bytes = Buffer.from(body, 'base64url');
-  const decipher = createDecipheriv(
-    'aes-256-gcm',
-    Buffer.from(KEY, 'base64'),
-    Buffer.from(iv, 'base64url'),
-  );
-  decipher.setAAD(Buffer.from(`nestjs-atproto-auth:v1:${keyId}:${context}`, 'utf8'));
-  decipher.setAuthTag(bytes.subarray(bytes.length - 16));
-  return Buffer.concat([
-    decipher.update(bytes.subarray(0, bytes.length - 16)),
-    decipher.final(),
-  ]).toString('utf8');
-}
-
-function jwkD(jwk: unknown): string {
-  const d = (jwk as { d?: unknown }).d;
-  if (typeof d !== 'string' || d.length < 40) throw new Error('expected a private JWK');
-  return d;
-}
-
-type Needle = { label: string; value: string };
-
-/** The secret, and the base64 / base64url / hex encodings of its UTF-8 bytes. */
-function encodings(label: string, value: string): Needle[] {
-  return [
-    { label: `${label} (clear)`, value },
-    ...bytesEncodings(label, Buffer.from(value, 'utf8')),
-  ];
-}
-
-/** A JWK `d` (base64url text): the text and its encodings, and the raw key bytes' encodings. */
-function jwkDEncodings(label: string, d: string): Needle[] {
-  return [
-    ...encodings(label, d),
-    ...bytesEncodings(`${label} raw bytes`, Buffer.from(d, 'base64url')),
-  ];
-}
-
-function bytesEncodings(label: string, bytes: Buffer): Needle[] {
-  const needles: Needle[] = [
-    { label: `${label} (base64)`, value: bytes.toString('base64') },
-    { label: `${label} (base64url)`, value: bytes.toString('base64url') },
-    { label: `${label} (hex)`, value: bytes.toString('hex') },
-  ];
-  // Inside a larger base64 value the secret encodes to one of three strings (its offset
-  // modulo 3); without the first and last 4-character groups, each is a fixed substring.
-  for (const shift of [0, 1, 2]) {
-    const core = Buffer.concat([Buffer.alloc(shift), bytes])
-      .toString('base64')
-      .slice(4, -4);
-    needles.push({ label: `${label} (base64 at offset ${shift})`, value: core });
-    needles.push({
-      label: `${label} (base64url at offset ${shift})`,
-      value: core.replaceAll('+', '-').replaceAll('/', '_'),
-    });
-  }
-  return needles;
-}
-
-/** Which needles occur in `haystack`, by label only: a failure never prints a secret. */
-function leaks(haystack: string, needles: Needle[]): string[] {
-  return needles.filter((n) => haystack.includes(n.value)).map((n) => n.label);
 }

@@ -1,4 +1,4 @@
-import { createDecipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { DataSource } from 'typeorm';
 import { KeyRing } from '../../lib/crypto/key-ring.js';
@@ -10,6 +10,14 @@ import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.s
 import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store.js';
 import { createTestDatabase, type Dialect, DIALECTS } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
+import {
+  encodings,
+  jwkD,
+  jwkDEncodings,
+  leaks,
+  openEnvelope,
+  rawBytesNeedles,
+} from '../support/secret-needles.js';
 import {
   dpopPrivateJwk,
   p,
@@ -29,6 +37,7 @@ import {
 const KEY_ID = 'rest-2026';
 const KEY = randomKey();
 const ring = new KeyRing({ activeKeyId: KEY_ID, keys: { [KEY_ID]: KEY } });
+const KEY_REF = { id: KEY_ID, base64: KEY };
 installKeyRing(ring);
 
 const TTL_MS = 3_600_000;
@@ -113,15 +122,15 @@ describe.each(DIALECTS)('secrets at rest on %s', (dialect) => {
 
     const tokenSet = await readRawSecret(ds, dialect, 'atproto_oauth_session', 'token_set', did);
     expect(tokenSet).toMatch(new RegExp(`^v1\\.${KEY_ID}\\.[A-Za-z0-9_-]{16}\\.[A-Za-z0-9_-]+$`));
-    expect(JSON.parse(openEnvelope(tokenSet, 'atproto_oauth_session.token_set'))).toEqual(
+    expect(JSON.parse(openEnvelope(tokenSet, 'atproto_oauth_session.token_set', KEY_REF))).toEqual(
       session.tokenSet,
     );
     const dpopKey = await readRawSecret(ds, dialect, 'atproto_oauth_session', 'dpop_key', did);
-    expect(JSON.parse(openEnvelope(dpopKey, 'atproto_oauth_session.dpop_key'))).toEqual(
+    expect(JSON.parse(openEnvelope(dpopKey, 'atproto_oauth_session.dpop_key', KEY_REF))).toEqual(
       session.dpopJwk,
     );
     const data = await readRawSecret(ds, dialect, 'atproto_oauth_state', 'data', stateKey);
-    expect(JSON.parse(openEnvelope(data, 'atproto_oauth_state.data'))).toEqual(state);
+    expect(JSON.parse(openEnvelope(data, 'atproto_oauth_state.data', KEY_REF))).toEqual(state);
   });
 
   it('encrypts the same value to a different ciphertext on every write', async () => {
@@ -135,7 +144,7 @@ describe.each(DIALECTS)('secrets at rest on %s', (dialect) => {
     expect(second).not.toEqual(first);
     expect(second.split('.')[2]).not.toEqual(first.split('.')[2]); // a fresh IV
     const context = 'atproto_oauth_session.token_set';
-    expect(openEnvelope(second, context)).toEqual(openEnvelope(first, context));
+    expect(openEnvelope(second, context, KEY_REF)).toEqual(openEnvelope(first, context, KEY_REF));
   });
 
   it('refuses a tampered value with AtProtoDecryptionError that does not reveal the secret', async () => {
@@ -215,25 +224,6 @@ describe.each(DIALECTS)('secrets at rest on %s', (dialect) => {
   });
 });
 
-/** Decrypts an envelope from its documented format with node:crypto only (no KeyRing). */
-function openEnvelope(envelope: string, context: string): string {
-  const [version, keyId, iv, body] = envelope.split('.') as [string, string, string, string];
-  expect(version).toBe('v1');
-  expect(keyId).toBe(KEY_ID);
-  const bytes = Buffer.from(body, 'base64url');
-  const decipher = createDecipheriv(
-    'aes-256-gcm',
-    Buffer.from(KEY, 'base64'),
-    Buffer.from(iv, 'base64url'),
-  );
-  decipher.setAAD(Buffer.from(`nestjs-atproto-auth:v1:${keyId}:${context}`, 'utf8'));
-  decipher.setAuthTag(bytes.subarray(bytes.length - 16));
-  return Buffer.concat([
-    decipher.update(bytes.subarray(0, bytes.length - 16)),
-    decipher.final(),
-  ]).toString('utf8');
-}
-
 /** The envelope with one ciphertext byte flipped (still a well-formed envelope). */
 function flipByte(envelope: string): string {
   const parts = envelope.split('.');
@@ -241,64 +231,6 @@ function flipByte(envelope: string): string {
   body[Math.floor(body.length / 2)]! ^= 0x01;
   parts[3] = body.toString('base64url');
   return parts.join('.');
-}
-
-function jwkD(jwk: unknown): string {
-  const d = (jwk as { d?: unknown }).d;
-  if (typeof d !== 'string' || d.length < 40) throw new Error('expected a private JWK');
-  return d;
-}
-
-type Needle = { label: string; value: string };
-
-/** The secret, and the base64 / base64url / hex encodings of its UTF-8 bytes. */
-function encodings(label: string, value: string): Needle[] {
-  return [
-    { label: `${label} (clear)`, value },
-    ...bytesEncodings(label, Buffer.from(value, 'utf8')),
-  ];
-}
-
-/** A JWK `d` (base64url text): the text and its encodings, and the raw key bytes' encodings. */
-function jwkDEncodings(label: string, d: string): Needle[] {
-  return [
-    ...encodings(label, d),
-    ...bytesEncodings(`${label} raw bytes`, Buffer.from(d, 'base64url')),
-  ];
-}
-
-function bytesEncodings(label: string, bytes: Buffer): Needle[] {
-  const needles: Needle[] = [
-    { label: `${label} (base64)`, value: bytes.toString('base64') },
-    { label: `${label} (base64url)`, value: bytes.toString('base64url') },
-    { label: `${label} (hex)`, value: bytes.toString('hex') },
-    { label: `${label} (HEX)`, value: bytes.toString('hex').toUpperCase() },
-  ];
-  // The secret inside a larger base64-encoded value (e.g. a whole JSON document encoded):
-  // depending on its offset modulo 3 it encodes to one of three strings. Dropping the first
-  // and last 4-character groups, which can mix in neighbouring bytes, leaves what any such
-  // encoding must contain.
-  for (const shift of [0, 1, 2]) {
-    const core = Buffer.concat([Buffer.alloc(shift), bytes])
-      .toString('base64')
-      .slice(4, -4);
-    needles.push({ label: `${label} (base64 at offset ${shift})`, value: core });
-    needles.push({
-      label: `${label} (base64url at offset ${shift})`,
-      value: core.replaceAll('+', '-').replaceAll('/', '_'),
-    });
-  }
-  return needles;
-}
-
-/** The raw bytes themselves, for searching binary files (as latin1 text). */
-function rawBytesNeedles(label: string, d: string): Needle[] {
-  return [{ label: `${label} (raw bytes)`, value: Buffer.from(d, 'base64url').toString('latin1') }];
-}
-
-/** Which needles occur in `haystack`, by label only: a failure never prints a secret. */
-function leaks(haystack: string, needles: Needle[]): string[] {
-  return needles.filter((n) => haystack.includes(n.value)).map((n) => n.label);
 }
 
 /**
