@@ -6,6 +6,7 @@ import {
   type OnApplicationShutdown,
   type Provider,
 } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
 import type { NodeOAuthClient } from '@atproto/oauth-client-node';
 import type { DataSource } from 'typeorm';
 import {
@@ -33,6 +34,7 @@ import {
 } from './redis/redis-lock.factory.js';
 import { AtProtoConfigError } from './errors/at-proto-config.error.js';
 import { AtProtoEvents } from './events/at-proto-events.js';
+import { AtProtoExceptionFilter } from './filters/at-proto-exception.filter.js';
 import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
 import { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
 import { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
@@ -181,6 +183,8 @@ const providers: Provider[] = [
   AtProtoAuthService,
   AppSessionService,
   AtProtoAuthGuard,
+  AtProtoExceptionFilter,
+  { provide: APP_FILTER, useExisting: AtProtoExceptionFilter },
 ];
 
 /**

@@ -18,6 +18,10 @@ export { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
 export { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
 export { AppSessionService, type AppSessionInfo } from './session/app-session.service.js';
 export { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
+export {
+  AtProtoExceptionFilter,
+  isSessionEndedError,
+} from './filters/at-proto-exception.filter.js';
 export type { AtProtoRequestAuth } from './guards/at-proto-request-auth.js';
 export { AtProtoDid, AtProtoSession, Public } from './decorators/index.js';
 export {

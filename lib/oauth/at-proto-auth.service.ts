@@ -211,13 +211,12 @@ export class AtProtoAuthService {
   async restore(did: string, refresh: boolean | 'auto' = 'auto'): Promise<OAuthSession> {
     try {
       const fresh = refresh === 'auto' ? await this.freshStoredSession(did) : undefined;
-      if (fresh) {
-        // Cannot refresh (refresh = false), so the lock may skip Redis and the client reuses
-        // the session just read: see lock/lock-scope.ts.
-        const scope = { lockName: sessionLockName(did), did, session: fresh };
-        return await noRefreshScope.run(scope, () => this.client.restore(did, false));
-      }
-      return await this.client.restore(did, refresh);
+      const session = fresh
+        ? // Cannot refresh (refresh = false), so the lock may skip Redis and the client
+          // reuses the session just read: see lock/lock-scope.ts.
+          await noRefreshScope.run(scope(did, fresh), () => this.client.restore(did, false))
+        : await this.client.restore(did, refresh);
+      return this.withoutNeedlessLocks(session);
     } catch (error) {
       if (error instanceof AtProtoLockError) {
         throw new AtProtoUpstreamError(error.message, { cause: error });
@@ -234,6 +233,32 @@ export class AtProtoAuthService {
         { cause: error },
       );
     }
+  }
+
+  /**
+   * Every XRPC call through an `OAuthSession` reads its token set with `refresh = 'auto'`,
+   * which takes the session lock (a Redis round trip with `redis`, and a failure while Redis
+   * is down) even when the token is fresh. The same no-refresh scope as `restore` applies:
+   * a fresh stored token is read with `refresh = false`, which cannot refresh; anything else
+   * (stale token, forced refresh after a 401) goes through the lock unchanged.
+   */
+  private withoutNeedlessLocks(session: OAuthSession): OAuthSession {
+    const did = session.did;
+    // getTokenSet is protected in the typings; it is the one method fetchHandler(),
+    // getTokenInfo() and signOut() read tokens through (@atproto/oauth-client 0.8).
+    const tokens = session as unknown as {
+      getTokenSet: (refresh: boolean | 'auto') => Promise<unknown>;
+    };
+    const original = tokens.getTokenSet.bind(session);
+    tokens.getTokenSet = async (refresh: boolean | 'auto') => {
+      if (refresh === false) return noRefreshScope.run(scope(did), () => original(false));
+      if (refresh === 'auto') {
+        const fresh = await this.freshStoredSession(did);
+        if (fresh) return noRefreshScope.run(scope(did, fresh), () => original(false));
+      }
+      return original(refresh);
+    };
+    return session;
   }
 
   /**
@@ -254,7 +279,11 @@ export class AtProtoAuthService {
    */
   async revoke(did: string): Promise<void> {
     try {
-      await oauthPhase.run('logout', () => this.client.revoke(did));
+      // revoke() reads the session with refresh = false: no Redis lock needed (lock-scope.ts),
+      // so that logging out works while Redis is down.
+      await oauthPhase.run('logout', () =>
+        noRefreshScope.run(scope(did), () => this.client.revoke(did)),
+      );
     } catch (error) {
       // client.revoke() deletes the stored session in a finally block: only the call to
       // the authorization server failed. Logged, not thrown: logout must succeed locally.
@@ -263,6 +292,10 @@ export class AtProtoAuthService {
       );
     }
   }
+}
+
+function scope(did: string, session?: NodeSavedSession) {
+  return { lockName: sessionLockName(did), did, session };
 }
 
 function sha256(value: string): string {

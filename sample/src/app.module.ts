@@ -8,6 +8,7 @@ import {
   type AtProtoModuleOptions,
 } from 'nestjs-atproto-auth';
 import type { SampleConfig } from './config.js';
+import { ApiController } from './api.controller.js';
 import { HealthController } from './health.controller.js';
 import { HomeController } from './home.controller.js';
 import { HtmlErrorFilter } from './html-error.filter.js';
@@ -37,9 +38,10 @@ export class AppModule {
       imports: [
         SampleConfigModule.register(config),
         TypeOrmModule.forRoot({
-          type: 'better-sqlite3',
-          database: config.databasePath,
-          enableWAL: true,
+          ...(config.databaseUrl
+            ? // Several instances: one PostgreSQL database shared by all of them.
+              { type: 'postgres' as const, url: config.databaseUrl }
+            : { type: 'better-sqlite3' as const, database: config.databasePath, enableWAL: true }),
           // The library's three tables, created by its shipped migrations at boot.
           entities: [...atProtoEntities],
           migrations: atProtoMigrations(),
@@ -60,10 +62,12 @@ export class AppModule {
             ...(c.handleResolver ? { handleResolver: c.handleResolver } : {}),
             ...(c.plcDirectoryUrl ? { plcDirectoryUrl: c.plcDirectoryUrl } : {}),
             allowHttpServers: c.allowHttpServers,
+            // Several instances: the distributed session lock (needs ioredis and redlock).
+            ...(c.redisUrl ? { redis: c.redisUrl } : {}),
           }),
         }),
       ],
-      controllers: [HomeController, MeController, HealthController],
+      controllers: [HomeController, MeController, ApiController, HealthController],
       providers: [{ provide: APP_FILTER, useClass: HtmlErrorFilter }],
     };
   }

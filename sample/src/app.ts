@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { type INestApplication, Logger, type LoggerService, type LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { AppModule, SAMPLE_CONFIG } from './app.module.js';
@@ -24,6 +25,14 @@ export async function createSampleApp(
   const app = await NestFactory.create(AppModule.forRoot(config), {
     // Throw instead of exiting the process, so a caller (or test) sees the error.
     abortOnError: false,
+    ...(config.https
+      ? {
+          httpsOptions: {
+            key: await readFile(config.https.keyFile),
+            cert: await readFile(config.https.certFile),
+          },
+        }
+      : {}),
     ...(options.logger !== undefined ? { logger: options.logger } : {}),
   });
   if (generatedKeyFile) {

@@ -13,8 +13,17 @@ export interface SampleConfig {
   host: string | undefined;
   /** Where browsers and AT Protocol servers reach the app. */
   publicUrl: string;
-  /** SQLite file (created with its directory on first start). */
+  /** SQLite file (created with its directory on first start); unused with `databaseUrl`. */
   databasePath: string;
+  /**
+   * A PostgreSQL URL (`postgres://user@host:5432/db`): store there instead of SQLite, so
+   * that several instances share the sessions.
+   */
+  databaseUrl: string | undefined;
+  /** Redis URL: the distributed session lock, for several instances. */
+  redisUrl: string | undefined;
+  /** PEM files to serve https directly (both or neither). */
+  https: { keyFile: string; certFile: string } | undefined;
   /** base64 of 32 bytes: encrypts tokens and DPoP keys at rest. */
   encryptionKey: string;
   /** Private ES256 JWK (JSON), needed with an https `publicUrl`. */
@@ -69,7 +78,14 @@ export async function resolveSampleConfig(env: SampleEnv): Promise<ResolvedSampl
   const loopbackHost =
     hostname === '127.0.0.1' ? '127.0.0.1' : hostname === '[::1]' ? '::1' : undefined;
   const dbPath = databasePath(env);
-  await mkdir(dirname(dbPath), { recursive: true, mode: 0o700 });
+  const databaseUrl = env.DATABASE_URL || undefined;
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new Error('DATABASE_URL must be a postgres:// URL (leave it unset for SQLite)');
+  }
+  if (!databaseUrl) await mkdir(dirname(dbPath), { recursive: true, mode: 0o700 });
+  if (!env.HTTPS_KEY_FILE !== !env.HTTPS_CERT_FILE) {
+    throw new Error('HTTPS_KEY_FILE and HTTPS_CERT_FILE go together: set both or neither');
+  }
 
   let encryptionKey = env.ATPROTO_ENC_KEY?.trim();
   let generatedKeyFile: string | undefined;
@@ -87,6 +103,12 @@ export async function resolveSampleConfig(env: SampleEnv): Promise<ResolvedSampl
       host: env.HOST || loopbackHost,
       publicUrl,
       databasePath: dbPath,
+      databaseUrl,
+      redisUrl: env.REDIS_URL || undefined,
+      https:
+        env.HTTPS_KEY_FILE && env.HTTPS_CERT_FILE
+          ? { keyFile: resolve(env.HTTPS_KEY_FILE), certFile: resolve(env.HTTPS_CERT_FILE) }
+          : undefined,
       encryptionKey,
       privateJwk: env.ATPROTO_PRIVATE_JWK || undefined,
       handleResolver: env.ATPROTO_HANDLE_RESOLVER || undefined,

@@ -7,13 +7,14 @@
  * Recipe and the reasons behind each setting: /work/shared/E2E-PDS.md.
  * @internal
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { PDS, ServerEnvironment } from '@atproto/pds';
 import { request } from 'undici';
 import { CookieJar } from './cookie-jar.js';
@@ -26,6 +27,30 @@ export interface OAuthEndpointRequest {
   at: number;
   /** Response status, set when the response has been sent (400 e.g. for a `use_dpop_nonce` retry). */
   status: number | undefined;
+  /**
+   * Status the PDS answered with, set as soon as its handler has finished, before any
+   * response delay (see `setTokenResponseDelay`): set while `status` is not means the
+   * answer is being held back; neither set means the PDS has not handled the request.
+   */
+  answeredStatus?: number;
+  /** `error` of a JSON error answer (`use_dpop_nonce`, `invalid_grant`, ...). */
+  error?: string;
+  /** `error_description` of a JSON error answer (e.g. `Refresh token replayed`). */
+  errorDescription?: string;
+  /** {@link refreshTokenHash} of the refresh token the client presented (refresh requests). */
+  presentedRefreshToken?: string;
+  /** {@link refreshTokenHash} of the refresh token in a successful answer. */
+  issuedRefreshToken?: string;
+  /** Whether the request's DPoP proof carried a server nonce. */
+  dpopNonce?: boolean;
+}
+
+/**
+ * A short, non-reversible name for a refresh token (SHA-256, base64url, 16 chars), so that
+ * tests can follow tokens across processes without handling them.
+ */
+export function refreshTokenHash(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('base64url').slice(0, 16);
 }
 
 export interface TestPdsTimings {
@@ -56,6 +81,11 @@ export interface TestPds {
   revokeRequests: OAuthEndpointRequest[];
   /** Delay every subsequent `POST /oauth/token` by `ms` before the PDS handles it (0 = off). */
   setTokenDelay(ms: number): void;
+  /**
+   * Hold every subsequent answer of `POST /oauth/token` for `ms` after the PDS has handled
+   * the request (and, for a refresh, already rotated the token) before sending it (0 = off).
+   */
+  setTokenResponseDelay(ms: number): void;
   /** Empties `tokenRequests` and `revokeRequests` (same array objects). */
   resetRequestLog(): void;
   /** Creates an account with handle `handle` (must end in `.test`). */
@@ -127,10 +157,12 @@ export async function startTestPds(options: StartTestPdsOptions = {}): Promise<T
     const tokenRequests: OAuthEndpointRequest[] = [];
     const revokeRequests: OAuthEndpointRequest[] = [];
     let tokenDelayMs = 0;
+    let tokenResponseDelayMs = 0;
     instrumentOAuthEndpoints(server, {
       token: tokenRequests,
       revoke: revokeRequests,
       tokenDelayMs: () => tokenDelayMs,
+      tokenResponseDelayMs: () => tokenResponseDelayMs,
     });
 
     const url = `http://localhost:${port}`;
@@ -145,6 +177,9 @@ export async function startTestPds(options: StartTestPdsOptions = {}): Promise<T
       revokeRequests,
       setTokenDelay(ms) {
         tokenDelayMs = ms;
+      },
+      setTokenResponseDelay(ms) {
+        tokenResponseDelayMs = ms;
       },
       resetRequestLog() {
         tokenRequests.length = 0;
@@ -199,6 +234,7 @@ interface OAuthEndpointLog {
   token: OAuthEndpointRequest[];
   revoke: OAuthEndpointRequest[];
   tokenDelayMs: () => number;
+  tokenResponseDelayMs: () => number;
 }
 
 /**
@@ -228,8 +264,21 @@ function instrumentOAuthEndpoints(server: Server, log: OAuthEndpointLog): void {
 
     const entry: OAuthEndpointRequest = { grantType: undefined, at: Date.now(), status: undefined };
     list.push(entry);
+    entry.dpopNonce = hasDpopNonce(req.headers.dpop);
     tapBody(req, (body) => {
-      entry.grantType = readGrantType(body, req.headers['content-type']);
+      const params = readParams(body, req.headers['content-type']);
+      entry.grantType = params?.grant_type;
+      if (params?.refresh_token)
+        entry.presentedRefreshToken = refreshTokenHash(params.refresh_token);
+    });
+    tapResponse(res, list === log.token ? log.tokenResponseDelayMs() : 0, (status, body) => {
+      entry.answeredStatus = status;
+      const json = readJsonAnswer(body, res.getHeader('content-encoding'));
+      if (typeof json?.error === 'string') entry.error = json.error;
+      if (typeof json?.error_description === 'string')
+        entry.errorDescription = json.error_description;
+      if (typeof json?.refresh_token === 'string')
+        entry.issuedRefreshToken = refreshTokenHash(json.refresh_token);
     });
     res.once('finish', () => {
       entry.status = res.statusCode;
@@ -251,19 +300,98 @@ function tapBody(req: IncomingMessage, onEnd: (body: Buffer) => void): void {
   };
 }
 
-function readGrantType(body: Buffer, contentType: string | undefined): string | undefined {
+function readParams(
+  body: Buffer,
+  contentType: string | undefined,
+): Record<string, string | undefined> | undefined {
   const text = body.toString('utf8');
   try {
     if (contentType?.includes('json')) {
       const json: unknown = JSON.parse(text);
-      if (typeof json === 'object' && json !== null && 'grant_type' in json) {
-        return typeof json.grant_type === 'string' ? json.grant_type : undefined;
-      }
-      return undefined;
+      if (typeof json !== 'object' || json === null) return undefined;
+      const out: Record<string, string | undefined> = {};
+      for (const [k, v] of Object.entries(json)) if (typeof v === 'string') out[k] = v;
+      return out;
     }
-    return new URLSearchParams(text).get('grant_type') ?? undefined;
+    return Object.fromEntries(new URLSearchParams(text));
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Sees the body the PDS answers with (after its compression middleware) and, with
+ * `holdMs > 0`, holds the whole answer back for that long once the handler has ended it.
+ */
+function tapResponse(
+  res: ServerResponse,
+  holdMs: number,
+  onAnswer: (status: number, body: Buffer) => void,
+): void {
+  const chunks: Buffer[] = [];
+  const held: Array<() => void> = [];
+  const write = res.write.bind(res) as (...args: unknown[]) => boolean;
+  const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
+  const keep = (chunk: unknown, encoding: unknown): void => {
+    if (typeof chunk === 'string')
+      chunks.push(
+        Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8'),
+      );
+    else if (chunk instanceof Uint8Array) chunks.push(Buffer.from(chunk));
+  };
+  res.write = ((...args: unknown[]) => {
+    keep(args[0], args[1]);
+    if (holdMs <= 0) return write(...args);
+    held.push(() => void write(...args));
+    return true;
+  }) as typeof res.write;
+  res.end = ((...args: unknown[]) => {
+    if (typeof args[0] !== 'function') keep(args[0], args[1]);
+    try {
+      onAnswer(res.statusCode, Buffer.concat(chunks));
+    } catch {
+      // An unreadable answer is simply not described.
+    }
+    if (holdMs <= 0) return end(...args);
+    setTimeout(() => {
+      for (const flush of held) flush();
+      end(...args);
+    }, holdMs);
+    return res;
+  }) as typeof res.end;
+}
+
+function readJsonAnswer(
+  body: Buffer,
+  encoding: ReturnType<ServerResponse['getHeader']>,
+): Record<string, unknown> | undefined {
+  try {
+    const coding = String(encoding ?? '').toLowerCase();
+    const raw =
+      coding === 'gzip'
+        ? gunzipSync(body)
+        : coding === 'br'
+          ? brotliDecompressSync(body)
+          : coding === 'deflate'
+            ? inflateSync(body)
+            : body;
+    const json: unknown = JSON.parse(raw.toString('utf8'));
+    return typeof json === 'object' && json !== null
+      ? (json as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function hasDpopNonce(proof: string | string[] | undefined): boolean {
+  const payload = typeof proof === 'string' ? proof.split('.')[1] : undefined;
+  if (!payload) return false;
+  try {
+    const claims: unknown = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    return typeof claims === 'object' && claims !== null && 'nonce' in claims;
+  } catch {
+    return false;
   }
 }
 
