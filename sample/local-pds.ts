@@ -3,7 +3,7 @@
  * real PDS (with its OAuth authorization server and sign-in UI) on localhost, plus one
  * account, `alice.test`. Everything lives in memory / a temp directory and is gone on exit.
  *
- * Run with `npm run sample:pds` (scripts/local-pds.mjs); `PDS_PORT` (2583), `PLC_PORT`
+ * Run with `npm run sample:pds` (Node's type stripping, with test/support/ts-hooks.mjs); `PDS_PORT` (2583), `PLC_PORT`
  * (2582) and `ALICE_PASSWORD` (random) can be set. Reuses the e2e tests' harness.
  */
 import { startTestPds } from '../test/e2e/support/pds.js';

@@ -18,13 +18,7 @@ import { RedisSessionStore, RedisStateStore } from '../../lib/storage/redis/inde
 import { isTransientDatabaseError } from '../../lib/storage/transient-retry.js';
 import { defineStoreConformanceTests } from '../../lib/testing/index.js';
 import { randomKey } from '../support/key-ring.js';
-import {
-  encodings,
-  jwkD,
-  jwkDEncodings,
-  leaks,
-  openEnvelope,
-} from '../support/secret-needles.js';
+import { encodings, jwkD, jwkDEncodings, leaks, openEnvelope } from '../support/secret-needles.js';
 import { dpopPrivateJwk, randomDid, secret, sessionValue, stateValue } from '../support/raw-sql.js';
 import { OwnRedis } from '../support/redis-server.js';
 

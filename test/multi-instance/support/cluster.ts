@@ -75,7 +75,7 @@ export async function buildSample(dir: string): Promise<string> {
   };
   await compile([
     '-p',
-    join(ROOT, 'tsconfig.build.json'),
+    join(ROOT, 'lib', 'tsconfig.build.json'),
     '--outDir',
     join(dir, 'dist'),
     '--sourceMap',
@@ -203,7 +203,7 @@ export class PdsProcess {
     const child = spawnLogged(
       [
         '--import', join(SUPPORT, 'e2e-dns.mjs'),
-        '--import', join(SUPPORT, 'ts-hooks.mjs'),
+        '--import', join(ROOT, 'test', 'support', 'ts-hooks.mjs'),
         '--import', join(SUPPORT, 'exit-with-parent.mjs'),
         join(SUPPORT, 'pds-process.ts'),
       ], // prettier-ignore

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
 
-for (const project of ['tsconfig.build.json', 'sample/tsconfig.json']) {
+for (const project of ['lib/tsconfig.build.json', 'sample/tsconfig.json']) {
   console.log(`[sample] tsc -p ${project}`);
   const result = spawnSync(process.execPath, [tsc, '-p', project], { cwd: root, stdio: 'inherit' });
   if (result.status !== 0) {

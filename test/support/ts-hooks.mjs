@@ -1,7 +1,7 @@
 // `node --import ./ts-hooks.mjs some.ts`: lets Node's built-in type stripping (Node >= 22.18
 // / 24) run the project's TypeScript, whose relative imports use the emitted `.js` names.
-// Maps such an import from a `.ts` file to the `.ts` source when it exists (as
-// scripts/local-pds.mjs does), nothing more.
+// Maps such an import from a `.ts` file to the `.ts` source when it exists, nothing more.
+// Used by `npm run sample:pds` and by the multi-instance tests' PDS process.
 import { existsSync } from 'node:fs';
 import { registerHooks } from 'node:module';
 import { fileURLToPath } from 'node:url';
