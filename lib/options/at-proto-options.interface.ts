@@ -76,6 +76,13 @@ export interface AtProtoModuleOptions {
     idleTtl?: number;
     /** Ends this long after login, whatever the activity. @default 30 days */
     absoluteTtl?: number;
+    /**
+     * How long a validated app session is kept in an in-process cache, so that the guard
+     * does not read the database on every request. A logout on this instance applies at
+     * once; one made on another instance applies here within this time. `0` disables it.
+     * @default 2000
+     */
+    cacheTtl?: number;
   };
 
   /**

@@ -92,6 +92,11 @@ const optionsSchema = z.object({
     .object({
       idleTtl: duration('appSession.idleTtl'),
       absoluteTtl: duration('appSession.absoluteTtl'),
+      cacheTtl: z
+        .number({ error: 'appSession.cacheTtl must be a number of milliseconds' })
+        .int()
+        .min(0, { error: 'appSession.cacheTtl must be >= 0' })
+        .optional(),
     })
     .optional(),
   oauthSessionRetention: duration('oauthSessionRetention'),
@@ -327,6 +332,7 @@ export async function resolveAtProtoOptions(
     appSession: {
       idleTtlMs: input.appSession?.idleTtl ?? DEFAULTS.appSessionIdleTtl,
       absoluteTtlMs: input.appSession?.absoluteTtl ?? DEFAULTS.appSessionAbsoluteTtl,
+      cacheTtlMs: input.appSession?.cacheTtl ?? 2000,
     },
     oauthSessionRetentionMs: input.oauthSessionRetention ?? DEFAULTS.oauthSessionRetention,
     stateTtlMs: input.stateTtl ?? DEFAULTS.stateTtl,

@@ -34,7 +34,11 @@ export interface ResolvedAtProtoOptions {
     readonly sameSite: 'lax' | 'none';
     readonly domain: string | undefined;
   };
-  readonly appSession: { readonly idleTtlMs: number; readonly absoluteTtlMs: number };
+  readonly appSession: {
+    readonly idleTtlMs: number;
+    readonly absoluteTtlMs: number;
+    readonly cacheTtlMs: number;
+  };
   readonly oauthSessionRetentionMs: number;
   readonly stateTtlMs: number;
   readonly globalGuard: boolean;

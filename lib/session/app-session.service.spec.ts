@@ -16,9 +16,17 @@ class CountingStore extends MemoryAppSessionStore {
   }
 }
 
-function service(store: CountingStore) {
+class CountingReads extends CountingStore {
+  reads = 0;
+  override async get(id: string): Promise<AppSessionRecord | undefined> {
+    this.reads++;
+    return super.get(id);
+  }
+}
+
+function service(store: CountingStore, cacheTtlMs = 0) {
   const options = {
-    appSession: { idleTtlMs: 2 * DAY, absoluteTtlMs: 10 * DAY },
+    appSession: { idleTtlMs: 2 * DAY, absoluteTtlMs: 10 * DAY, cacheTtlMs },
   } as unknown as ResolvedAtProtoOptions;
   return new AppSessionService(options, store);
 }
@@ -106,4 +114,26 @@ describe('AppSessionService', () => {
       expect(await service(new CountingStore()).validate(t)).toBeUndefined();
     },
   );
+
+  it('caches validated sessions briefly; a revocation here applies at once, elsewhere within the TTL', async () => {
+    const store = new CountingReads();
+    const s = service(store, 2000);
+    const a = await s.create(did);
+    const b = await s.create(did);
+    for (let i = 0; i < 10; i++) expect(await s.validate(a.token)).toBeDefined();
+    expect(store.reads).toBe(1);
+    // Revoked through this instance: refused on the very next request.
+    await s.revoke(a.session.id);
+    expect(await s.validate(a.token)).toBeUndefined();
+    // Revoked by another instance (straight in the shared store): refused once the entry ages out.
+    expect(await s.validate(b.token)).toBeDefined();
+    await store.revoke(b.session.id, new Date());
+    jest.advanceTimersByTime(2001);
+    expect(await s.validate(b.token)).toBeUndefined();
+    // Unknown tokens are not cached: each one is a store read.
+    const before = store.reads;
+    await s.validate('x'.repeat(43));
+    await s.validate('x'.repeat(43));
+    expect(store.reads).toBe(before + 2);
+  });
 });

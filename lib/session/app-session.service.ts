@@ -8,6 +8,8 @@ import type { AppSessionRecord, AppSessionStore } from '../storage/store.interfa
 const TOUCH_INTERVAL_MS = 60_000;
 /** 32 random bytes in base64url: 256 bits of entropy. */
 const TOKEN_SYNTAX = /^[A-Za-z0-9_-]{43}$/;
+/** Most app sessions kept in the in-process cache; the oldest entries go first. */
+const CACHE_MAX_ENTRIES = 10_000;
 
 /**
  * An active app session, as shown on an "active devices" page.
@@ -32,6 +34,12 @@ export interface AppSessionInfo {
 @Injectable()
 export class AppSessionService {
   readonly #logger = new Logger('AtProtoAppSession');
+  // Why a cache: the guard validates the app session on every request, and a database read
+  // per request costs more than the rest of a typical route (docs/benchmarks.md). Entries
+  // live `appSession.cacheTtl` (2 s by default); a revocation through this instance drops
+  // them at once, one made on another instance takes effect here within the TTL. Only
+  // sessions found in the store are cached, so unknown tokens cannot fill it.
+  readonly #cache = new Map<string, { record: AppSessionRecord; until: number }>();
 
   constructor(
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
@@ -72,8 +80,9 @@ export class AppSessionService {
    */
   async validate(token: string | undefined): Promise<AppSessionInfo | undefined> {
     if (!token || !TOKEN_SYNTAX.test(token)) return undefined;
-    const record = await this.store.get(AppSessionService.idOf(token));
+    const id = AppSessionService.idOf(token);
     const now = Date.now();
+    const record = await this.#lookup(id, now);
     if (!record || !this.isActive(record, now)) return undefined;
     if (now - record.lastSeenAt.getTime() >= TOUCH_INTERVAL_MS) {
       // Not awaited: the request need not wait for bookkeeping, and a failed write only
@@ -88,12 +97,31 @@ export class AppSessionService {
 
   /** Revokes one session; resolves `true` if it was active. */
   revoke(sessionId: string): Promise<boolean> {
+    this.#cache.delete(sessionId);
     return this.store.revoke(sessionId, new Date());
   }
 
   /** Revokes every session of `did` (log out everywhere); resolves how many. */
   revokeAll(did: string): Promise<number> {
+    for (const [id, entry] of this.#cache) if (entry.record.did === did) this.#cache.delete(id);
     return this.store.revokeAllForDid(did, new Date());
+  }
+
+  async #lookup(id: string, now: number): Promise<AppSessionRecord | undefined> {
+    const ttl = this.options.appSession.cacheTtlMs;
+    const cached = this.#cache.get(id);
+    if (cached && cached.until > now) return cached.record;
+    const record = await this.store.get(id);
+    if (ttl > 0) {
+      this.#cache.delete(id);
+      if (record) {
+        this.#cache.set(id, { record, until: now + ttl });
+        if (this.#cache.size > CACHE_MAX_ENTRIES) {
+          this.#cache.delete(this.#cache.keys().next().value as string);
+        }
+      }
+    }
+    return record;
   }
 
   /** The active sessions of `did`, newest first. */
