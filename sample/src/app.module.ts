@@ -48,6 +48,8 @@ export class AppModule {
           migrationsRun: true,
         }),
         AtProtoModule.forRootAsync({
+          // Decided before the options factory runs: it changes the module's imports.
+          bullmq: config.bullmq,
           inject: [SAMPLE_CONFIG],
           useFactory: (c: SampleConfig): AtProtoModuleOptions => ({
             // http://127.0.0.1:<port>: the AT Protocol loopback development client (no keys).
@@ -64,6 +66,7 @@ export class AppModule {
             allowHttpServers: c.allowHttpServers,
             // Several instances: the distributed session lock (needs ioredis and redlock).
             ...(c.redisUrl ? { redis: c.redisUrl } : {}),
+            cleanup: c.cleanup,
           }),
         }),
       ],

@@ -22,6 +22,10 @@ export interface SampleConfig {
   databaseUrl: string | undefined;
   /** Redis URL: the distributed session lock, for several instances. */
   redisUrl: string | undefined;
+  /** `ATPROTO_BULLMQ=1` (with `REDIS_URL`): cleanup through a BullMQ job scheduler. */
+  bullmq: boolean;
+  /** `CLEANUP_INTERVAL_MS` / `CLEANUP_BATCH_SIZE`: cleanup schedule (module defaults if unset). */
+  cleanup: { interval?: number; batchSize?: number };
   /** PEM files to serve https directly (both or neither). */
   https: { keyFile: string; certFile: string } | undefined;
   /** base64 of 32 bytes: encrypts tokens and DPoP keys at rest. */
@@ -105,6 +109,11 @@ export async function resolveSampleConfig(env: SampleEnv): Promise<ResolvedSampl
       databasePath: dbPath,
       databaseUrl,
       redisUrl: env.REDIS_URL || undefined,
+      bullmq: Boolean(env.REDIS_URL) && isTrue(env.ATPROTO_BULLMQ),
+      cleanup: {
+        ...(env.CLEANUP_INTERVAL_MS ? { interval: Number(env.CLEANUP_INTERVAL_MS) } : {}),
+        ...(env.CLEANUP_BATCH_SIZE ? { batchSize: Number(env.CLEANUP_BATCH_SIZE) } : {}),
+      },
       https:
         env.HTTPS_KEY_FILE && env.HTTPS_CERT_FILE
           ? { keyFile: resolve(env.HTTPS_KEY_FILE), certFile: resolve(env.HTTPS_CERT_FILE) }
