@@ -147,9 +147,11 @@ const providers: Provider[] = [
   },
   {
     provide: AtProtoRequestLock,
-    inject: [AT_PROTO_LOCK_CONNECTION],
-    useFactory: async (connection: RedisClientLike | null) =>
-      connection ? createRedlockRequestLock(connection) : new LocalRequestLock(),
+    inject: [AT_PROTO_LOCK_CONNECTION, AT_PROTO_OPTIONS],
+    useFactory: async (connection: RedisClientLike | null, options: ResolvedAtProtoOptions) =>
+      connection
+        ? createRedlockRequestLock(connection, options.redisKeyPrefix)
+        : new LocalRequestLock(),
   },
   RedisShutdown,
   AtProtoEvents,

@@ -3,7 +3,7 @@ import {
   Injectable,
   Logger,
   type OnApplicationBootstrap,
-  type OnApplicationShutdown,
+  type BeforeApplicationShutdown,
 } from '@nestjs/common';
 import {
   AT_PROTO_MODULE_EXTRAS,
@@ -29,7 +29,7 @@ export const AT_PROTO_CLEANUP_TARGET = Symbol('AT_PROTO_CLEANUP_TARGET');
  * @publicApi
  */
 @Injectable()
-export class AtProtoCleanupService implements OnApplicationBootstrap, OnApplicationShutdown {
+export class AtProtoCleanupService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   readonly #logger = new Logger('AtProtoCleanup');
   readonly #runner: CleanupRunner;
   #timer: NodeJS.Timeout | undefined;
@@ -75,8 +75,12 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, OnApplicat
     this.#timer.unref();
   }
 
-  /** @internal */
-  async onApplicationShutdown(): Promise<void> {
+  /**
+   * Stops the timer and waits for a run in progress, before any connection closes (shutdown
+   * hooks of one module run concurrently; this runs in the phase before them).
+   * @internal
+   */
+  async beforeApplicationShutdown(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     await this.#running?.catch(() => undefined);
   }

@@ -4,6 +4,7 @@ import {
   ForbiddenException,
   Inject,
   Injectable,
+  ServiceUnavailableException,
   UnauthorizedException,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
@@ -14,6 +15,7 @@ import {
   AT_PROTO_REQUEST_KEY,
 } from '../at-proto.constants.js';
 import { AtProtoSessionUnavailableError } from '../errors/at-proto-http.errors.js';
+import { AtProtoStoreError } from '../errors/at-proto-store.error.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AppSessionService } from '../session/app-session.service.js';
@@ -40,18 +42,39 @@ export class AtProtoAuthGuard implements CanActivate {
   ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
-    if (context.getType() !== 'http') return true;
+    const isPublicHandler = () =>
+      this.reflector.getAllAndOverride<boolean | undefined>(AT_PROTO_PUBLIC_KEY, [
+        context.getHandler(),
+        context.getClass(),
+      ]);
+    if (context.getType() !== 'http') {
+      // Fail closed: this guard only understands HTTP requests with cookies. A global guard
+      // that waved GraphQL resolvers or microservice handlers through would leave them open.
+      if (isPublicHandler()) return true;
+      throw new ForbiddenException(
+        `AtProtoAuthGuard only authenticates HTTP requests; mark this ${context.getType()} ` +
+          'handler @Public() and protect it with a guard of its own.',
+      );
+    }
     const req = context.switchToHttp().getRequest<HttpRequestLike>();
     // Registered globally and with @UseGuards: authenticate once.
     if (req[AT_PROTO_REQUEST_KEY]) return true;
     req[AT_PROTO_GUARD_SEEN as unknown as string] = true;
-    const isPublic = this.reflector.getAllAndOverride<boolean | undefined>(AT_PROTO_PUBLIC_KEY, [
-      context.getHandler(),
-      context.getClass(),
-    ]);
+    const isPublic = isPublicHandler();
 
     const token = readCookie(req, this.options.cookie.sessionName);
-    const session = token ? await this.appSessions.validate(token) : undefined;
+    let session;
+    try {
+      session = token ? await this.appSessions.validate(token) : undefined;
+    } catch (error) {
+      // The database is unreachable (retries exhausted): say so, rather than a 500.
+      if (error instanceof AtProtoStoreError) {
+        throw new ServiceUnavailableException('Sessions cannot be checked right now. Try again.', {
+          cause: error,
+        });
+      }
+      throw error;
+    }
     if (!session) {
       if (isPublic) return true;
       throw new UnauthorizedException('Sign in to continue.');

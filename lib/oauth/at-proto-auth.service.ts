@@ -5,6 +5,7 @@ import {
   NodeOAuthClient,
   OAuthCallbackError,
   OAuthResolverError,
+  OAuthResponseError,
   type NodeSavedSession,
   type OAuthSession,
 } from '@atproto/oauth-client-node';
@@ -23,6 +24,7 @@ import { AtProtoStoreError } from '../errors/at-proto-store.error.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
 import { AtProtoLockError } from '../lock/redlock-request-lock.js';
+import { AtProtoRequestLock } from '../lock/request-lock.js';
 import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
 import { describe } from '../session/app-session.service.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
@@ -54,6 +56,7 @@ export class AtProtoAuthService {
     @Inject(AT_PROTO_OAUTH_CLIENT) private readonly client: NodeOAuthClient,
     @Inject(AT_PROTO_STATE_STORE) private readonly stateStore: AtProtoStateStore,
     @Inject(AT_PROTO_SESSION_STORE) private readonly sessionStore: AtProtoSessionStore,
+    private readonly lock: AtProtoRequestLock,
   ) {}
 
   /** The underlying `NodeOAuthClient`, for what this service does not cover. */
@@ -158,6 +161,26 @@ export class AtProtoAuthService {
         'The login response has no valid state. Start the login again.',
       );
     }
+    // One callback per state at a time, across instances: a reloaded callback page must not
+    // exchange the same code twice (a code replay can make the server revoke the grant).
+    // The second one waits, then finds the state consumed.
+    return this.lock
+      .run(`atproto-login-state-${state}`, () =>
+        this.completeLoginLocked(state, params, bindingNonce),
+      )
+      .catch((error: unknown) => {
+        if (error instanceof AtProtoLockError) {
+          throw new AtProtoUpstreamError(error.message, { cause: error });
+        }
+        throw error;
+      });
+  }
+
+  private async completeLoginLocked(
+    state: string,
+    params: URLSearchParams,
+    bindingNonce: string | undefined,
+  ): Promise<{ did: string; session: OAuthSession; returnTo: string }> {
     const saved = await this.stateStore.get(state);
     const appState = saved ? parseAppState(saved.appState) : undefined;
     if (!saved || !appState) {
@@ -188,13 +211,20 @@ export class AtProtoAuthService {
       const { session } = await oauthPhase.run('login', () => this.client.callback(params));
       return { did: session.did, session, returnTo: appState.r };
     } catch (error) {
-      if (error instanceof OAuthCallbackError) {
+      // The client wraps every failure in OAuthCallbackError: only a refusal by the
+      // server (an OAuth error answer) or a failed check is the response's fault; an
+      // unreachable server or a failed write is ours, and is logged.
+      const cause = error instanceof OAuthCallbackError ? error.cause : error;
+      if (
+        error instanceof OAuthCallbackError &&
+        (cause === undefined || (cause instanceof OAuthResponseError && cause.status < 500))
+      ) {
         throw new AtProtoBadRequestError(
           `The login response was refused: ${callbackReason(error)}. Start the login again.`,
           { cause: error },
         );
       }
-      this.#logger.warn(`Completing a login failed: ${describe(error)}`);
+      this.#logger.warn(`Completing a login failed: ${describe(cause)}`);
       throw new AtProtoUpstreamError('The login could not be completed. Try again.', {
         cause: error,
       });
@@ -240,7 +270,8 @@ export class AtProtoAuthService {
    * which takes the session lock (a Redis round trip with `redis`, and a failure while Redis
    * is down) even when the token is fresh. The same no-refresh scope as `restore` applies:
    * a fresh stored token is read with `refresh = false`, which cannot refresh; anything else
-   * (stale token, forced refresh after a 401) goes through the lock unchanged.
+   * (stale token, forced refresh after a 401, `signOut()`'s read before it deletes) goes
+   * through the lock unchanged.
    */
   private withoutNeedlessLocks(session: OAuthSession): OAuthSession {
     const did = session.did;
@@ -251,7 +282,6 @@ export class AtProtoAuthService {
     };
     const original = tokens.getTokenSet.bind(session);
     tokens.getTokenSet = async (refresh: boolean | 'auto') => {
-      if (refresh === false) return noRefreshScope.run(scope(did), () => original(false));
       if (refresh === 'auto') {
         const fresh = await this.freshStoredSession(did);
         if (fresh) return noRefreshScope.run(scope(did, fresh), () => original(false));
@@ -279,11 +309,10 @@ export class AtProtoAuthService {
    */
   async revoke(did: string): Promise<void> {
     try {
-      // revoke() reads the session with refresh = false: no Redis lock needed (lock-scope.ts),
-      // so that logging out works while Redis is down.
-      await oauthPhase.run('logout', () =>
-        noRefreshScope.run(scope(did), () => this.client.revoke(did)),
-      );
+      // Under the session lock (not the no-refresh scope): a revocation deletes the session,
+      // and must not interleave with a refresh on another instance that would store the
+      // rotated tokens again right after the delete.
+      await oauthPhase.run('logout', () => this.client.revoke(did));
     } catch (error) {
       // client.revoke() deletes the stored session in a finally block: only the call to
       // the authorization server failed. Logged, not thrown: logout must succeed locally.
@@ -294,7 +323,7 @@ export class AtProtoAuthService {
   }
 }
 
-function scope(did: string, session?: NodeSavedSession) {
+function scope(did: string, session: NodeSavedSession) {
   return { lockName: sessionLockName(did), did, session };
 }
 

@@ -71,5 +71,11 @@ export function normalizeReturnTo(raw: unknown, publicUrl: string, fallback: str
   if (target.origin !== base.origin) {
     throw new AtProtoBadRequestError('returnTo must stay on this app.');
   }
-  return `${target.pathname}${target.search}${target.hash}`;
+  const path = `${target.pathname}${target.search}${target.hash}`;
+  // URL parsing resolves dot segments: "/.//evil.com" and "/%2e%2e//evil.com" come out as
+  // "//evil.com". Check what will actually be sent, not only what came in.
+  if (path.startsWith('//') || path.startsWith('/\\')) {
+    throw new AtProtoBadRequestError('returnTo must stay on this app.');
+  }
+  return path;
 }

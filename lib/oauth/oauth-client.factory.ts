@@ -8,6 +8,7 @@ import type { AtProtoEvents, AtProtoSessionDeletedReason } from '../events/at-pr
 import type { AtProtoRequestLock } from '../lock/request-lock.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
+import { safeFetchWrap } from '@atproto-labs/fetch-node';
 import { withScopedReads } from '../lock/lock-scope.js';
 import type { RedisOAuthCaches } from '../storage/redis/redis-caches.js';
 import { oauthPhase } from './oauth-phase.js';
@@ -35,7 +36,7 @@ export function createOAuthClient(
     ...(options.handleResolver ? { handleResolver: options.handleResolver } : {}),
     ...(options.plcDirectoryUrl ? { plcDirectoryUrl: options.plcDirectoryUrl } : {}),
     allowHttp: options.allowHttpServers,
-    fetch: timeLimitedFetch(options.httpTimeoutMs),
+    fetch: clientFetch(options),
     onSessionUpdated: (did) => {
       events.emit({
         type:
@@ -74,29 +75,52 @@ function deletionReason(cause: unknown): { reason: AtProtoSessionDeletedReason; 
 }
 
 /**
- * `fetch` with a time limit on every request, so that a hung authorization server cannot
- * hold a session lock forever (the client deliberately does not abort a refresh in flight).
- * It looks `globalThis.fetch` up at call time, so instrumentation installed later applies.
+ * The `fetch` the OAuth client uses. Login input is user-controlled (a handle, a DID, a
+ * server URL) and a DID document names the PDS: without care, anyone could make this
+ * backend request its internal network. So requests go through the AT Protocol's own SSRF
+ * guard (`safeFetchWrap`): https only, no IP literals, no private or loopback addresses,
+ * bounded response size — except with `allowHttpServers` (a local PDS in tests). Every
+ * request also has a time limit (`httpTimeout`), so that a hung server cannot hold the
+ * session lock (the client never aborts a refresh in flight on its own).
+ * `globalThis.fetch` is looked up at call time, so instrumentation installed later applies.
  * @internal
  */
-export function timeLimitedFetch(timeoutMs: number): typeof globalThis.fetch {
-  return async (input, init) => {
-    const limit = AbortSignal.timeout(timeoutMs);
-    if (input instanceof Request && init === undefined) {
-      // The client hands over Request objects. Re-wrapping one (`fetch(request, { signal })`)
-      // trips undici's "already used" check on requests with a body (PAR, token), so the
-      // request is rebuilt from its parts with the time-limited signal.
-      const body =
-        input.method === 'GET' || input.method === 'HEAD' ? undefined : await input.arrayBuffer();
-      return globalThis.fetch(input.url, {
-        method: input.method,
-        headers: input.headers,
-        body,
-        redirect: input.redirect,
-        signal: AbortSignal.any([input.signal, limit]),
-      });
-    }
-    const signal = init?.signal ? AbortSignal.any([init.signal, limit]) : limit;
-    return globalThis.fetch(input, { ...init, signal });
-  };
+export function clientFetch(options: ResolvedAtProtoOptions): typeof globalThis.fetch {
+  const open = options.allowHttpServers;
+  return safeFetchWrap({
+    fetch: callGlobalFetch,
+    ssrfProtection: !open,
+    allowHttp: open,
+    allowIpHost: open,
+    allowPrivateIps: open,
+    allowCustomPort: true,
+    // The client hands over Request objects; their redirect mode is theirs to choose.
+    allowImplicitRedirect: true,
+    timeout: options.httpTimeoutMs,
+  }) as typeof globalThis.fetch;
+}
+
+/**
+ * `globalThis.fetch`, looked up at call time. A `Request` input is passed on as URL + init:
+ * re-wrapping a Request that has a body (`fetch(request, init)`, as the wrappers above do to
+ * add a signal or a dispatcher) trips undici's "Request object that has already been used"
+ * check under some runtimes (seen under Jest's VM modules), so its parts are copied instead.
+ * @internal
+ */
+async function callGlobalFetch(
+  input: string | URL | Request,
+  init?: RequestInit,
+): Promise<Response> {
+  if (!(input instanceof Request)) return globalThis.fetch(input, init);
+  const body =
+    input.method === 'GET' || input.method === 'HEAD' ? undefined : await input.arrayBuffer();
+  const signal = init?.signal ? AbortSignal.any([input.signal, init.signal]) : input.signal;
+  return globalThis.fetch(input.url, {
+    method: input.method,
+    headers: input.headers,
+    redirect: input.redirect,
+    ...init,
+    body,
+    signal,
+  });
 }

@@ -25,6 +25,7 @@ import {
   clearCookie,
   type HttpRequestLike,
   type HttpResponseLike,
+  isCrossSiteNavigation,
   isCrossSiteRequest,
   readCookie,
   setCookie,
@@ -76,8 +77,17 @@ export class OAuthControllerBase {
   async loginGet(
     @Query('input') input: unknown,
     @Query('returnTo') returnTo: unknown,
+    @Req() req: HttpRequestLike,
     @Res() res: ResponseLike,
   ): Promise<void> {
+    // Another site must not start a login in the user's browser (login CSRF: the attacker's
+    // own account, consented on the attacker's server, would end signed in here). Links and
+    // bookmarks (Sec-Fetch-Site: none) and the app's own pages are fine.
+    if (isCrossSiteNavigation(req)) {
+      throw new ForbiddenException(
+        'Logins must start from this app. Open the login page here and try again.',
+      );
+    }
     await this.login(input, returnTo, res, 302);
   }
 

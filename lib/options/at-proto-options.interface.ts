@@ -132,8 +132,9 @@ export interface AtProtoModuleOptions {
   };
 
   /**
-   * Redis, for many app instances (distributed refresh lock, cleanup jobs). Optional;
-   * without it the lock and cleanup are in-process.
+   * Redis URL (`redis://` or `rediss://`), for many app instances: the distributed session
+   * lock (needs `ioredis` and `redlock@5.0.0-beta.2`) and shared OAuth caches; with the
+   * `bullmq` extra, cleanup jobs too. Without it the lock and cleanup are in-process.
    */
   redis?: string;
   /**

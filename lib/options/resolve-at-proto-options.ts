@@ -96,6 +96,10 @@ const optionsSchema = z.object({
         .number({ error: 'appSession.cacheTtl must be a number of milliseconds' })
         .int()
         .min(0, { error: 'appSession.cacheTtl must be >= 0' })
+        .max(60_000, {
+          error:
+            'appSession.cacheTtl must be at most 60000 ms: it is how long a logout on another instance can go unnoticed here',
+        })
         .optional(),
     })
     .optional(),
@@ -228,6 +232,11 @@ export async function resolveAtProtoOptions(
   if (input.redisStore && !input.redis) {
     problems.push('redisStore: true needs the redis option (a redis:// URL)');
   }
+  if (input.cookie?.sameSite === 'none' && clientMode === 'loopback') {
+    problems.push(
+      'cookie.sameSite "none" needs an https publicUrl: browsers drop SameSite=None cookies without Secure',
+    );
+  }
   if (extras.bullmq && !input.redis) {
     problems.push('bullmq: true needs the redis option (a redis:// URL) for BullMQ to run on');
   }
@@ -311,7 +320,9 @@ export async function resolveAtProtoOptions(
   const cookieName = input.cookie?.name ?? DEFAULTS.cookieName;
   // `__Host-` makes the browser refuse the cookie unless it is Secure, Path=/ and has no
   // Domain: a sibling subdomain can then neither set nor shadow it.
-  const hostPrefix = secure && !input.cookie?.domain ? '__Host-' : '';
+  // With a Domain (shared with subdomains) `__Host-` is not allowed; `__Secure-` still
+  // stops a sibling from planting a non-Secure cookie of the same name.
+  const hostPrefix = !secure ? '' : input.cookie?.domain ? '__Secure-' : '__Host-';
   return {
     publicUrl: base,
     origin: publicUrl.origin,

@@ -63,6 +63,7 @@ export async function createLockConnection(url: string): Promise<RedisClientLike
 /** @internal */
 export async function createRedlockRequestLock(
   client: RedisClientLike,
+  keyPrefix = 'atproto:',
 ): Promise<RedlockRequestLock> {
   const { default: Redlock } = await loadOptional<{ default: RedlockConstructor }>(
     'redlock',
@@ -70,5 +71,6 @@ export async function createRedlockRequestLock(
   );
   return new RedlockRequestLock((settings) => new Redlock([client], settings), {
     isAvailable: () => client.status === 'ready',
+    keyPrefix: `${keyPrefix}lock:`,
   });
 }

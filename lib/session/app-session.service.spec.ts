@@ -136,4 +136,31 @@ describe('AppSessionService', () => {
     await s.validate('x'.repeat(43));
     expect(store.reads).toBe(before + 2);
   });
+
+  it('does not cache a record read while this instance revoked it', async () => {
+    let release!: () => void;
+    class SlowStore extends CountingStore {
+      gate: Promise<void> | undefined;
+      override async get(id: string): Promise<AppSessionRecord | undefined> {
+        const record = await super.get(id); // read before the revocation lands
+        await this.gate;
+        return record;
+      }
+    }
+    const store = new SlowStore();
+    const s = service(store, 2000);
+    const { token, session } = await s.create(did);
+    store.gate = new Promise<void>((r) => (release = r));
+    const inFlight = s.validate(token);
+    await s.revoke(session.id);
+    release();
+    expect(await inFlight).toBeUndefined();
+    store.gate = undefined;
+    expect(await s.validate(token)).toBeUndefined();
+    // A session created after a log-out-everywhere is not affected.
+    await s.revokeAll(did);
+    jest.advanceTimersByTime(1);
+    const fresh = await s.create(did);
+    expect(await s.validate(fresh.token)).toBeDefined();
+  });
 });

@@ -40,6 +40,11 @@ export class AppSessionService {
   // them at once, one made on another instance takes effect here within the TTL. Only
   // sessions found in the store are cached, so unknown tokens cannot fill it.
   readonly #cache = new Map<string, { record: AppSessionRecord; until: number }>();
+  // Revocations made through this instance, kept for one cache TTL: a validation whose
+  // store read was already in flight when the revocation happened must not cache (and
+  // accept) the record it read just before.
+  readonly #revokedIds = new Map<string, { at: number; until: number }>();
+  readonly #revokedDids = new Map<string, { at: number; until: number }>();
 
   constructor(
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
@@ -98,13 +103,30 @@ export class AppSessionService {
   /** Revokes one session; resolves `true` if it was active. */
   revoke(sessionId: string): Promise<boolean> {
     this.#cache.delete(sessionId);
+    this.#remember(this.#revokedIds, sessionId);
     return this.store.revoke(sessionId, new Date());
   }
 
   /** Revokes every session of `did` (log out everywhere); resolves how many. */
   revokeAll(did: string): Promise<number> {
     for (const [id, entry] of this.#cache) if (entry.record.did === did) this.#cache.delete(id);
+    this.#remember(this.#revokedDids, did);
     return this.store.revokeAllForDid(did, new Date());
+  }
+
+  #remember(map: Map<string, { at: number; until: number }>, key: string): void {
+    const ttl = this.options.appSession.cacheTtlMs;
+    if (ttl <= 0) return;
+    const now = Date.now();
+    for (const [k, entry] of map) if (entry.until <= now) map.delete(k);
+    map.set(key, { at: now, until: now + ttl });
+  }
+
+  /** Revoked through this instance within the last cache TTL (sessions created later are not). */
+  #revokedHere(record: AppSessionRecord, now: number): boolean {
+    const hit = (entry: { at: number; until: number } | undefined) =>
+      entry !== undefined && entry.until > now && record.createdAt.getTime() <= entry.at;
+    return hit(this.#revokedIds.get(record.id)) || hit(this.#revokedDids.get(record.did));
   }
 
   async #lookup(id: string, now: number): Promise<AppSessionRecord | undefined> {
@@ -112,6 +134,7 @@ export class AppSessionService {
     const cached = this.#cache.get(id);
     if (cached && cached.until > now) return cached.record;
     const record = await this.store.get(id);
+    if (record && ttl > 0 && this.#revokedHere(record, Date.now())) return undefined;
     if (ttl > 0) {
       this.#cache.delete(id);
       if (record) {

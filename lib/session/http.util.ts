@@ -90,6 +90,16 @@ export function isCrossSiteRequest(req: HttpRequestLike, appOrigin: string): boo
   return false;
 }
 
+/**
+ * Whether a navigation was started by another site (`Sec-Fetch-Site: cross-site` or
+ * `same-site`). Typed URLs and bookmarks say `none`; old browsers send nothing and pass.
+ * @internal
+ */
+export function isCrossSiteNavigation(req: HttpRequestLike): boolean {
+  const site = header(req, 'sec-fetch-site');
+  return site === 'cross-site' || site === 'same-site';
+}
+
 /** Whether the client would rather get a page (form submit) than JSON. @internal */
 export function wantsHtml(req: HttpRequestLike): boolean {
   const accept = header(req, 'accept') ?? '';

@@ -70,7 +70,7 @@ describe('cleanup with a BullMQ job scheduler', () => {
     }
     const queue = new Queue(AT_PROTO_CLEANUP_QUEUE, {
       connection: { host: '127.0.0.1', port: redis.port },
-      prefix: 'atproto-bull',
+      prefix: 'atproto:bull',
     });
     try {
       const started = Date.now();

@@ -117,6 +117,9 @@ describe.each<Dialect>(['sqlite', 'postgres'])('bad input on %s', (dialect) => {
     '/\\evil.example',
     '/\t/evil.example',
     'javascript:alert(1)',
+    '/.//evil.example',
+    '/%2e%2e//evil.example',
+    '/a/../..//evil.example',
     'me',
   ])('refuses returnTo %j', async (returnTo) => {
     const b = new AppBrowser(t.url);
@@ -138,6 +141,34 @@ describe.each<Dialect>(['sqlite', 'postgres'])('bad input on %s', (dialect) => {
   ])('refuses a malformed login input (%s)', async (_, input) => {
     const b = new AppBrowser(t.url);
     await unchanged(400, () => b.get(`/oauth/login?input=${encodeURIComponent(input)}`));
+  });
+
+  it('exchanges the code once when the callback is loaded twice at the same time', async () => {
+    const b = new AppBrowser(t.url);
+    const params = await pendingCallback(b);
+    const codeExchanges = () =>
+      pds.tokenRequests.filter((r) => r.grantType === 'authorization_code' && r.status === 200)
+        .length;
+    const before = codeExchanges();
+    const [first, second] = await Promise.all([
+      b.get(`/oauth/callback?${params}`),
+      b.get(`/oauth/callback?${params}`),
+    ]);
+    expect([first.status, second.status].sort()).toEqual([302, 400]);
+    expect(codeExchanges()).toBe(before + 1);
+    expect((await b.get('/me')).status).toBe(200);
+  });
+
+  it('refuses a login started by another site (login CSRF through GET)', async () => {
+    const b = new AppBrowser(t.url);
+    const q = new URLSearchParams({ input: carol.handle });
+    for (const site of ['cross-site', 'same-site']) {
+      await unchanged(403, () => b.get(`/oauth/login?${q}`, { 'sec-fetch-site': site }));
+    }
+    expect(b.jar.header()).toBe('');
+    // Typed, bookmarked or from the app's own pages: fine.
+    const own = await b.get(`/oauth/login?${q}`, { 'sec-fetch-site': 'same-origin' });
+    expect(own.status).toBe(302);
   });
 
   it('refuses an oversized body', async () => {

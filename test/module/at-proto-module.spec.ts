@@ -153,3 +153,48 @@ describe('AtProtoModule wiring', () => {
     expect((error as Error).message).toMatch(/TypeOrmModule.forRoot/);
   });
 });
+
+describe('requests the OAuth client makes for user input', () => {
+  it('never reach loopback or private addresses (SSRF guard), with a clean 4xx/5xx', async () => {
+    const { createServer } = await import('node:net');
+    let connections = 0;
+    const server = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    const { generateKeyPairSync } = await import('node:crypto');
+    const jwk = {
+      ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }),
+      kid: 'k1',
+    };
+    const app = await boot([
+      AtProtoModule.forRoot({
+        publicUrl: 'https://app.example.com',
+        keys: [jwk],
+        encryption,
+        storage: 'memory',
+      }),
+    ]);
+    try {
+      for (const input of [
+        `https://127.0.0.1:${port}`,
+        `https://localhost:${port}`,
+        'https://10.0.0.5',
+      ]) {
+        const res = await fetch(
+          `${await app.getUrl()}/oauth/login?input=${encodeURIComponent(input)}`,
+          {
+            redirect: 'manual',
+          },
+        );
+        expect([400, 502]).toContain(res.status);
+      }
+      expect(connections).toBe(0);
+    } finally {
+      await app.close();
+      server.close();
+    }
+  });
+});

@@ -106,7 +106,7 @@ it('an instance killed mid-job leaves whole batches; the next job elsewhere fini
   );
   const queue = new Queue(AT_PROTO_CLEANUP_QUEUE, {
     connection: { host: '127.0.0.1', port: redis.port },
-    prefix: 'atproto-bull',
+    prefix: 'atproto:bull',
   });
   try {
     const a = await startInstance();

@@ -107,7 +107,10 @@ export class AtProtoCleanupQueueModule {
                 'AtProtoModule: the bullmq extra needs the redis option (a redis:// URL).',
               );
             }
-            return { connection: bullConnection(options.redis), prefix: 'atproto-bull' };
+            return {
+              connection: bullConnection(options.redis),
+              prefix: `${options.redisKeyPrefix}bull`,
+            };
           },
         }),
         BullModule.registerQueue({ name: AT_PROTO_CLEANUP_QUEUE, configKey: CONFIG_KEY }),
