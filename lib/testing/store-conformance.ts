@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import type { NodeSavedSession, NodeSavedState } from '@atproto/oauth-client-node';
 import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
 
@@ -284,12 +284,9 @@ function filler(size: number, seed: string): string {
   return size === 0 ? '' : `${seed}:`.repeat(Math.ceil(size / (seed.length + 1))).slice(0, size);
 }
 
+// A fresh P-256 key per run: the fixtures never contain a fixed private key.
 const dpopJwk = {
-  kty: 'EC',
-  crv: 'P-256',
-  x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU',
-  y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0',
-  d: 'jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI',
+  ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }),
   kid: 'conformance',
 } as unknown as NodeSavedState['dpopJwk'];
 
