@@ -14,7 +14,7 @@ import type { AtProtoSessionStore } from '../storage/store.interface.js';
 import type { AtProtoModuleExtras } from '../options/at-proto-options.interface.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
-import { describe } from '../session/app-session.service.js';
+import { describeError } from '../errors/describe-error.js';
 import type { CleanupResult, CleanupTarget } from './cleanup.interface.js';
 import { CleanupRunner } from './cleanup.service.js';
 
@@ -68,7 +68,7 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, BeforeAppl
     this.#timer = setInterval(() => {
       this.runOnce().catch((error: unknown) => {
         this.#logger.warn(
-          `Cleanup failed; it will run again in ${intervalMs} ms: ${describe(error)}`,
+          `Cleanup failed; it will run again in ${intervalMs} ms: ${describeError(error)}`,
         );
       });
     }, intervalMs);

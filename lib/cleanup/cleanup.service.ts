@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
-import { describe } from '../session/app-session.service.js';
+import { describeError } from '../errors/describe-error.js';
 import type { CleanupResult, CleanupTarget } from './cleanup.interface.js';
 
 /**
@@ -64,7 +64,7 @@ export class CleanupRunner {
           await this.auth.revoke(did); // best effort at the server; always deletes locally
           result.oauthSessionsRevoked++;
         } catch (error) {
-          this.#logger.warn(`Cleanup could not revoke an OAuth session: ${describe(error)}`);
+          this.#logger.warn(`Cleanup could not revoke an OAuth session: ${describeError(error)}`);
         }
       }
     }

@@ -18,7 +18,8 @@ import {
 } from '../errors/at-proto-http.errors.js';
 import type { AtProtoRequestAuth } from '../guards/at-proto-request-auth.js';
 import { AtProtoLockError } from '../lock/redlock-request-lock.js';
-import { AppSessionService, describe } from '../session/app-session.service.js';
+import { AppSessionService } from '../session/app-session.service.js';
+import { describeError } from '../errors/describe-error.js';
 
 /**
  * Whether an error means the user's OAuth session has ended for good (revoked, refresh
@@ -78,7 +79,7 @@ export class AtProtoExceptionFilter implements ExceptionFilter {
       });
       return;
     }
-    this.#logger.warn(`A request could not use the AT Protocol session: ${describe(error)}`);
+    this.#logger.warn(`A request could not use the AT Protocol session: ${describeError(error)}`);
     res.status(HttpStatus.SERVICE_UNAVAILABLE).json({
       statusCode: HttpStatus.SERVICE_UNAVAILABLE,
       error: 'Service Unavailable',

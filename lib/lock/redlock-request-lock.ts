@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger } from '@nestjs/common';
 import { AtProtoError } from '../errors/at-proto.error.js';
-import { describe } from '../session/app-session.service.js';
+import { describeError } from '../errors/describe-error.js';
 import { noRefreshScope } from './lock-scope.js';
 import { AtProtoRequestLock, LocalRequestLock } from './request-lock.js';
 
@@ -153,7 +153,7 @@ export class RedlockRequestLock extends AtProtoRequestLock {
             lock = extended;
           })
           .catch((error: unknown) => {
-            this.#logger.warn(`Could not extend a session lock: ${describe(error)}`);
+            this.#logger.warn(`Could not extend a session lock: ${describeError(error)}`);
           });
       },
       Math.floor(this.#ttl / 2),
@@ -166,7 +166,7 @@ export class RedlockRequestLock extends AtProtoRequestLock {
       await extending;
       await lock.release().catch((error: unknown) => {
         // The work is done (and stored); the lock expires on its own after the TTL.
-        this.#logger.warn(`Could not release a session lock: ${describe(error)}`);
+        this.#logger.warn(`Could not release a session lock: ${describeError(error)}`);
       });
     }
   }

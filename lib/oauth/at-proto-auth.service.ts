@@ -26,7 +26,7 @@ import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
 import { AtProtoLockError } from '../lock/redlock-request-lock.js';
 import { AtProtoRequestLock } from '../lock/request-lock.js';
 import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
-import { describe } from '../session/app-session.service.js';
+import { describeError } from '../errors/describe-error.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
 import { oauthPhase } from './oauth-phase.js';
 
@@ -136,7 +136,7 @@ export class AtProtoAuthService {
         { cause: error },
       );
     }
-    this.#logger.warn(`Starting a login failed: ${describe(error)}`);
+    this.#logger.warn(`Starting a login failed: ${describeError(error)}`);
     return new AtProtoUpstreamError(
       'The authorization server could not be reached. Try again in a moment.',
       { cause: error },
@@ -224,7 +224,7 @@ export class AtProtoAuthService {
           { cause: error },
         );
       }
-      this.#logger.warn(`Completing a login failed: ${describe(cause)}`);
+      this.#logger.warn(`Completing a login failed: ${describeError(cause)}`);
       throw new AtProtoUpstreamError('The login could not be completed. Try again.', {
         cause: error,
       });
@@ -257,7 +257,7 @@ export class AtProtoAuthService {
           { cause: error },
         );
       }
-      this.#logger.warn(`Restoring an OAuth session failed: ${describe(error)}`);
+      this.#logger.warn(`Restoring an OAuth session failed: ${describeError(error)}`);
       throw new AtProtoUpstreamError(
         'The AT Protocol session could not be restored right now. Try again.',
         { cause: error },
@@ -317,7 +317,7 @@ export class AtProtoAuthService {
       // client.revoke() deletes the stored session in a finally block: only the call to
       // the authorization server failed. Logged, not thrown: logout must succeed locally.
       this.#logger.warn(
-        `Revoking an OAuth session at the authorization server failed: ${describe(error)}`,
+        `Revoking an OAuth session at the authorization server failed: ${describeError(error)}`,
       );
     }
   }

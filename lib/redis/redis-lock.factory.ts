@@ -4,7 +4,7 @@ import {
   type RedlockLike,
   type RedlockSettings,
 } from '../lock/redlock-request-lock.js';
-import { describe } from '../session/app-session.service.js';
+import { describeError } from '../errors/describe-error.js';
 import type { RedisCommandClient } from '../storage/redis/redis-client.js';
 import { loadOptional } from './optional-dependency.js';
 
@@ -41,7 +41,7 @@ export async function createLockConnection(url: string): Promise<RedisClientLike
   });
   client.on('error', (error: unknown) => {
     // ioredis repeats the same error on every reconnection attempt: log changes only.
-    const text = describe(error);
+    const text = describeError(error);
     if (text !== lastError) logger.warn(`Lock connection: ${text}`);
     lastError = text;
   });

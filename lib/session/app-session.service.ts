@@ -3,6 +3,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { AT_PROTO_APP_SESSION_STORE, AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import type { AppSessionRecord, AppSessionStore } from '../storage/store.interface.js';
+import { describeError } from '../errors/describe-error.js';
 
 /** `lastSeenAt` is written at most this often per session, not on every request. */
 const TOUCH_INTERVAL_MS = 60_000;
@@ -93,7 +94,7 @@ export class AppSessionService {
       // Not awaited: the request need not wait for bookkeeping, and a failed write only
       // delays the idle timeout; it never blocks a signed-in user.
       this.store.touch(record.id, new Date(now)).catch((error: unknown) => {
-        this.#logger.warn(`Could not record activity of an app session: ${describe(error)}`);
+        this.#logger.warn(`Could not record activity of an app session: ${describeError(error)}`);
       });
       record.lastSeenAt = new Date(now);
     }
@@ -176,9 +177,4 @@ function toInfo(r: AppSessionRecord): AppSessionInfo {
     lastSeenAt: r.lastSeenAt,
     userAgent: r.userAgent,
   };
-}
-
-/** @internal An error's class and message only (driver messages carry no secrets here). */
-export function describe(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
