@@ -1,7 +1,8 @@
-import { createDecipheriv, randomBytes } from 'node:crypto';
+import { createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { bytesEncodings, leaks } from '../../test/support/secret-needles.js';
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
 import { AtProtoDecryptionError } from '../errors/at-proto-decryption.error.js';
-import { KeyRing } from './key-ring.js';
+import { KeyRing, type KeyRingOptions } from './key-ring.js';
 
 const k1 = randomBytes(32).toString('base64');
 const k2 = randomBytes(32).toString('base64');
@@ -131,3 +132,103 @@ function flip(envelope: string): string {
   parts[3] = body.toString('base64url');
   return parts.join('.');
 }
+
+describe('KeyRing never echoes key material and refuses weak rings', () => {
+  const keyBytes = randomBytes(32);
+  const key = keyBytes.toString('base64');
+  const keyUrl = keyBytes.toString('base64url');
+  const keyHex = keyBytes.toString('hex');
+  const needles = [{ label: 'key (clear)', value: key }, ...bytesEncodings('key', keyBytes)];
+  const fingerprint = (id: string) => createHash('sha256').update(id).digest('hex').slice(0, 6);
+
+  it.each<[string, KeyRingOptions, string]>([
+    ['key and id swapped', { activeKeyId: '2026-11', keys: { [key]: '2026-11' } }, key],
+    ['both swapped', { activeKeyId: key, keys: { [key]: '2026-11' } }, key],
+    ['a base64url key as id', { activeKeyId: keyUrl, keys: { [keyUrl]: '2026-11' } }, keyUrl],
+    ['a hex key as id', { activeKeyId: keyHex, keys: { [keyHex]: 'x' } }, keyHex],
+    ['activeKeyId set to the key', { activeKeyId: key, keys: { '2026-11': key } }, key],
+    ['activeKeyId set to its base64url', { activeKeyId: keyUrl, keys: { a: key } }, keyUrl],
+    [
+      'the key as id twice',
+      { activeKeyId: 'a', keys: { a: k1, [keyUrl]: k2, [keyUrl.toLowerCase()]: k2 } },
+      keyUrl,
+    ],
+  ])('%s: the error names the id by length and SHA-256 prefix only', (_, options, shownId) => {
+    let error: AtProtoConfigError | undefined;
+    try {
+      new KeyRing(options);
+    } catch (e) {
+      error = e as AtProtoConfigError;
+    }
+    expect(error).toBeInstanceOf(AtProtoConfigError);
+    const text = [error!.message, ...error!.problems, ...KeyRing.validate(options)].join('\n');
+    expect(leaks(text, needles)).toEqual([]);
+    expect(
+      leaks(
+        text.toLowerCase(),
+        needles.map((n) => ({ ...n, value: n.value.toLowerCase() })),
+      ),
+    ).toEqual([]);
+    expect(text).toContain(`${shownId.length} characters, SHA-256 ${fingerprint(shownId)}`);
+  });
+
+  it.each(['base64url', 'hex'] as const)(
+    'hides a short (16-byte) key given as activeKeyId in %s',
+    (encoding) => {
+      const short = randomBytes(16);
+      const id = short.toString(encoding);
+      const text = configProblems(
+        () => new KeyRing({ activeKeyId: id, keys: { a: short.toString('base64') } }),
+      ).join('\n');
+      expect(leaks(text, bytesEncodings('short key', short))).toEqual([]);
+      expect(text).toContain(`${id.length} characters, SHA-256 ${fingerprint(id)}`);
+    },
+  );
+
+  it('still names short, valid ids in clear', () => {
+    const problems = configProblems(
+      () => new KeyRing({ activeKeyId: '2026-12', keys: { '2026-11': k1 } }),
+    );
+    expect(problems.join('\n')).toMatch(/activeKeyId "2026-12" is not a key id .*known: "2026-11"/);
+  });
+
+  it.each([
+    ['all zero', Buffer.alloc(32)],
+    ['all 0xff', Buffer.alloc(32, 0xff)],
+    ['a repeated 4-byte pattern', Buffer.alloc(32, Buffer.from([1, 2, 3, 4]))],
+    ['15 distinct values', Buffer.from(Array.from({ length: 32 }, (_, i) => i % 15))],
+  ])('refuses a degenerate key: %s', (_, bytes) => {
+    const text = configProblems(
+      () => new KeyRing({ activeKeyId: 'a', keys: { a: bytes.toString('base64') } }),
+    ).join('\n');
+    expect(text).toContain(
+      `encryption.keys["a"] has only ${new Set(bytes).size} distinct byte value`,
+    );
+    expect(leaks(text, bytesEncodings('key', bytes))).toEqual([]);
+  });
+
+  it('accepts 16 distinct byte values, the lowest count allowed', () => {
+    const bytes = Buffer.from(Array.from({ length: 32 }, (_, i) => i % 16));
+    expect(new KeyRing({ activeKeyId: 'a', keys: { a: bytes.toString('base64') } }).keyIds).toEqual(
+      ['a'],
+    );
+  });
+
+  it('accepts random keys (about 30 distinct byte values in 32)', () => {
+    for (let i = 0; i < 200; i++) {
+      const k = randomBytes(32).toString('base64');
+      expect(KeyRing.validate({ activeKeyId: 'a', keys: { a: k } })).toEqual([]);
+    }
+  });
+
+  it('refuses the same key under two ids, however it is written', () => {
+    const text = configProblems(
+      () => new KeyRing({ activeKeyId: 'a', keys: { a: key, b: ` ${key}\n`, c: k1 } }),
+    ).join('\n');
+    expect(text).toMatch(/encryption\.keys\["a"\] and encryption\.keys\["b"\] hold the same key/);
+    expect(leaks(text, needles)).toEqual([]);
+    expect(
+      configProblems(() => new KeyRing({ activeKeyId: 'a', keys: { a: key, b: key } })),
+    ).toHaveLength(1);
+  });
+});

@@ -1,6 +1,7 @@
 import {
   createCipheriv,
   createDecipheriv,
+  createHash,
   createSecretKey,
   randomBytes,
   type KeyObject,
@@ -36,6 +37,44 @@ const KEY_BYTES = 32;
 const KEY_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
+/**
+ * Fewest distinct byte values a key may have. 32 random bytes have 30.1 on average, and
+ * fewer than 16 with probability about 2^-55, so only a constant, a repeated pattern or
+ * another non-random key fails.
+ */
+const MIN_DISTINCT_BYTES = 16;
+/**
+ * Longest key id printed as is in a configuration error. Every encoding of a 32-byte key is
+ * longer (43 characters in base64url, 44 in base64, 64 in hex), so a key pasted where an id
+ * belongs is never printed, even when it is a valid id.
+ */
+const MAX_SHOWN_ID = 40;
+
+/**
+ * A function that renders a key id for a configuration error without ever echoing key
+ * material: a short, valid id that is not one of the (base64) key values is printed quoted;
+ * any other (a key pasted in place of an id, or an id that is not valid) as its length and the
+ * first 6 hex digits of its SHA-256, enough to tell which entry is meant.
+ */
+function idPrinter(materials: readonly unknown[]): (id: string) => string {
+  // The key values as bytes, so that an id holding one of them in another encoding (base64
+  // for base64url, hex) is recognised too; keyed by digest so that no copy is kept.
+  const digest = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+  const values = new Set(
+    materials
+      .filter((m): m is string => typeof m === 'string' && m.trim() !== '' && BASE64.test(m.trim()))
+      .map((m) => digest(Buffer.from(m, 'base64'))),
+  );
+  const isKeyValue = (id: string) =>
+    // Buffer's base64 decoder reads the base64url alphabet as well.
+    values.has(digest(Buffer.from(id, 'base64'))) ||
+    (/^(?:[0-9a-f]{2})+$/i.test(id) && values.has(digest(Buffer.from(id, 'hex'))));
+  return (id) => {
+    if (KEY_ID.test(id) && id.length <= MAX_SHOWN_ID && !isKeyValue(id)) return `"${id}"`;
+    const prefix = createHash('sha256').update(id, 'utf8').digest('hex').slice(0, 6);
+    return `(an id of ${id.length} characters, SHA-256 ${prefix}…)`;
+  };
+}
 
 /**
  * The associated data a ciphertext is bound to. Binding the envelope version, key id and
@@ -69,7 +108,10 @@ export class KeyRing {
 
   /**
    * @throws AtProtoConfigError listing every problem: an empty ring, a key that is not
-   * base64 of 32 bytes, an invalid or duplicate key id, an active id that is not in the ring.
+   * base64 of 32 bytes, a key that is not random (fewer than 16 distinct byte values), the
+   * same key under two ids, an invalid or duplicate key id, an active id that is not in the
+   * ring. Messages never contain key material: an id that could be a key is shown by its
+   * length and a SHA-256 prefix.
    */
   constructor(options: KeyRingOptions) {
     const problems = KeyRing.validate(options);
@@ -95,38 +137,67 @@ export class KeyRing {
       ];
     }
     const { activeKeyId, keys } = options;
-    if (!keys || typeof keys !== 'object' || Object.keys(keys).length === 0) {
+    const hasKeys = !!keys && typeof keys === 'object';
+    const show = idPrinter(hasKeys ? Object.values(keys) : []);
+    if (!hasKeys || Object.keys(keys).length === 0) {
       problems.push(
         'encryption.keys is empty: add at least one key, e.g. { "2026-11": "<output of openssl rand -base64 32>" }.',
       );
     } else {
-      const seen = new Set<string>();
+      const seenIds = new Map<string, string>();
+      // Keyed by a digest of the key bytes, so that the map holds no copy of a key.
+      const seenKeys = new Map<string, string>();
       for (const [id, material] of Object.entries(keys)) {
         if (!KEY_ID.test(id)) {
           problems.push(
-            `encryption.keys has an invalid key id "${id.slice(0, 70)}": use 1 to 64 characters from A-Z a-z 0-9 _ -.`,
+            `encryption.keys has an invalid key id ${show(id)}: use 1 to 64 characters from A-Z a-z 0-9 _ -.`,
           );
         }
         const normalized = id.toLowerCase();
-        if (seen.has(normalized)) {
+        const earlier = seenIds.get(normalized);
+        if (earlier !== undefined) {
           problems.push(
-            `encryption.keys has duplicate key id "${id}" (ids are compared case-insensitively): give each key its own id.`,
+            `encryption.keys has duplicate key id ${show(id)} (same as ${show(earlier)}; ids are ` +
+              'compared case-insensitively): give each key its own id.',
           );
+        } else {
+          seenIds.set(normalized, id);
         }
-        seen.add(normalized);
         if (
           typeof material !== 'string' ||
           !BASE64.test(material.trim()) ||
           material.trim() === ''
         ) {
           problems.push(
-            `encryption.keys["${id}"] is not base64: generate a key with \`openssl rand -base64 32\`.`,
+            `encryption.keys[${show(id)}] is not base64: generate a key with \`openssl rand -base64 32\`.`,
           );
-        } else if (Buffer.from(material, 'base64').length !== KEY_BYTES) {
+          continue;
+        }
+        const bytes = Buffer.from(material, 'base64');
+        if (bytes.length !== KEY_BYTES) {
           problems.push(
-            `encryption.keys["${id}"] decodes to ${Buffer.from(material, 'base64').length} bytes; ` +
+            `encryption.keys[${show(id)}] decodes to ${bytes.length} bytes; ` +
               `AES-256 needs exactly 32: generate a key with \`openssl rand -base64 32\`.`,
           );
+          continue;
+        }
+        const distinct = new Set(bytes).size;
+        if (distinct < MIN_DISTINCT_BYTES) {
+          problems.push(
+            `encryption.keys[${show(id)}] has only ${distinct} distinct byte value${distinct === 1 ? '' : 's'} ` +
+              `in 32 (a random key has about 30), so it is not random: generate a key with ` +
+              '`openssl rand -base64 32`.',
+          );
+        }
+        const digest = createHash('sha256').update(bytes).digest('hex');
+        const owner = seenKeys.get(digest);
+        if (owner !== undefined) {
+          problems.push(
+            `encryption.keys[${show(owner)}] and encryption.keys[${show(id)}] hold the same key: ` +
+              'give each id its own key (a rotation adds a new random key under a new id).',
+          );
+        } else {
+          seenKeys.set(digest, id);
         }
       }
     }
@@ -134,14 +205,10 @@ export class KeyRing {
       problems.push(
         'encryption.activeKeyId is required: name the key in encryption.keys that encrypts new values.',
       );
-    } else if (keys && typeof keys === 'object' && !Object.hasOwn(keys, activeKeyId)) {
+    } else if (hasKeys && !Object.hasOwn(keys, activeKeyId)) {
       problems.push(
-        `encryption.activeKeyId "${activeKeyId}" is not a key id in encryption.keys ` +
-          `(known: ${
-            Object.keys(keys)
-              .map((k) => `"${k}"`)
-              .join(', ') || 'none'
-          }).`,
+        `encryption.activeKeyId ${show(activeKeyId)} is not a key id in encryption.keys ` +
+          `(known: ${Object.keys(keys).map(show).join(', ') || 'none'}).`,
       );
     }
     return problems;
