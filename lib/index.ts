@@ -1,4 +1,7 @@
 // The one public door of nestjs-atproto-auth. Everything not exported here is internal.
+// test/package/public-api.txt lists what this exports; a change here is a change there.
+import type { AT_PROTO_ASYNC_OPTIONS_TYPE } from './at-proto.module-definition.js';
+
 export { AtProtoModule } from './at-proto.module.js';
 export {
   AT_PROTO_APP_SESSION_STORE,
@@ -10,8 +13,18 @@ export {
 export type {
   AtProtoModuleExtras,
   AtProtoModuleOptions,
+  AtProtoOptionsFactory,
   AtProtoSigningKeyInput,
 } from './options/at-proto-options.interface.js';
+
+/**
+ * What `AtProtoModule.forRootAsync()` takes: the module extras (`routePrefix`,
+ * `globalGuard`, `isGlobal`, `dataSourceName`, `bullmq`) next to `imports`, `inject` and one
+ * of `useFactory`, `useClass` or `useExisting` (a class implementing
+ * {@link AtProtoOptionsFactory}).
+ * @publicApi
+ */
+export type AtProtoModuleAsyncOptions = typeof AT_PROTO_ASYNC_OPTIONS_TYPE;
 export type { ResolvedAtProtoOptions } from './options/resolved-options.js';
 export { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
 
@@ -86,6 +99,15 @@ export {
   type RedisStoreOptions,
 } from './storage/redis/index.js';
 export { isTransientDatabaseError, type TransientRetryOptions } from './storage/transient-retry.js';
+export {
+  reencrypt,
+  type ReencryptFailure,
+  type ReencryptOptions,
+  type ReencryptProgress,
+  type ReencryptResult,
+  type ReencryptTable,
+  type ReencryptTableCounts,
+} from './storage/reencrypt.js';
 
 export * from './errors/index.js';
 

@@ -5,7 +5,7 @@ import type { CleanupResult, CleanupTarget } from './cleanup.interface.js';
 
 /**
  * Settings of one cleanup run.
- * @publicApi
+ * @internal
  */
 export interface CleanupSettings {
   /** Rows deleted per statement. @default 1000 */

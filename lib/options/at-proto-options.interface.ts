@@ -195,3 +195,21 @@ export interface AtProtoModuleExtras {
    */
   dataSourceName?: string;
 }
+
+/**
+ * A provider class that builds the module's options, for `forRootAsync({ useClass })` or
+ * `forRootAsync({ useExisting })`: Nest creates (or finds) the class and calls
+ * `createAtProtoOptions()` once at boot.
+ * @example
+ * \@Injectable()
+ * class AtProtoConfig implements AtProtoOptionsFactory {
+ *   constructor(private readonly config: ConfigService) {}
+ *   createAtProtoOptions(): AtProtoModuleOptions {
+ *     return { publicUrl: this.config.getOrThrow('PUBLIC_URL'), ... };
+ *   }
+ * }
+ * @publicApi
+ */
+export interface AtProtoOptionsFactory {
+  createAtProtoOptions(): AtProtoModuleOptions | Promise<AtProtoModuleOptions>;
+}

@@ -15,7 +15,7 @@ import type { ResolvedAtProtoOptions } from '../../options/resolved-options.js';
 import { AtProtoCleanupService } from '../at-proto-cleanup.service.js';
 import type { CleanupResult } from '../cleanup.interface.js';
 
-/** Name of the BullMQ queue that runs cleanup. @publicApi */
+/** Name of the BullMQ queue that runs cleanup. @internal */
 export const AT_PROTO_CLEANUP_QUEUE = 'atproto-cleanup';
 /** Id of its job scheduler (one per queue, shared by every instance). @internal */
 export const AT_PROTO_CLEANUP_SCHEDULER = 'atproto-cleanup-every';
