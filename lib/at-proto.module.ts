@@ -91,8 +91,21 @@ const providers: Provider[] = [
       const resolved = await resolveAtProtoOptions(raw, extras);
       // Encrypted entity columns find the ring here (see crypto/key-ring.registry.ts).
       installKeyRing(resolved.keyRing);
+      const logger = new Logger('AtProtoModule');
+      if (resolved.privateHosts.length > 0) {
+        logger.warn(
+          `dangerouslyAllowPrivateHosts: the OAuth client may reach ${resolved.privateHosts.join(', ')} ` +
+            '(private network). Meant for a local PDS in development and tests only.',
+        );
+      }
+      if (resolved.allowHttpServers) {
+        logger.warn(
+          'allowHttpServers: authorization servers and PDSes on plain http are accepted. ' +
+            'Meant for a local PDS in development and tests only.',
+        );
+      }
       if (resolved.clientMode === 'loopback') {
-        new Logger('AtProtoModule').warn(
+        logger.warn(
           `publicUrl ${resolved.publicUrl} is a loopback address: running as the AT Protocol ` +
             'development client (public client, short sessions). Use an https publicUrl in production.',
         );

@@ -41,7 +41,8 @@ try {
   Account:            ${alice.handle}   password: ${alice.password}   (${alice.did})
 
 Start the sample against it in another terminal:
-  ATPROTO_HANDLE_RESOLVER=${pds.url} ATPROTO_PLC_URL=${pds.plcUrl} ATPROTO_ALLOW_HTTP=1 npm run sample
+  ATPROTO_HANDLE_RESOLVER=${pds.url} ATPROTO_PLC_URL=${pds.plcUrl} ATPROTO_ALLOW_HTTP=1 \\
+    ATPROTO_PRIVATE_HOSTS=${new URL(pds.url).host},${new URL(pds.plcUrl).host} npm run sample
 
 then open http://127.0.0.1:${samplePort}/ and sign in as ${alice.handle}. Ctrl+C stops this.`);
 } catch (error) {

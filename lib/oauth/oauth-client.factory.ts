@@ -8,10 +8,14 @@ import type { AtProtoEvents, AtProtoSessionDeletedReason } from '../events/at-pr
 import type { AtProtoRequestLock } from '../lock/request-lock.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
-import { safeFetchWrap } from '@atproto-labs/fetch-node';
 import { withScopedReads } from '../lock/lock-scope.js';
 import type { RedisOAuthCaches } from '../storage/redis/redis-caches.js';
 import { oauthPhase } from './oauth-phase.js';
+import {
+  createOutboundFetch,
+  type OutboundFetchPolicy,
+  parsePrivateHost,
+} from './outbound-fetch.js';
 
 /**
  * Builds the `NodeOAuthClient` from the resolved options, the stores and the lock, and
@@ -75,52 +79,17 @@ function deletionReason(cause: unknown): { reason: AtProtoSessionDeletedReason; 
 }
 
 /**
- * The `fetch` the OAuth client uses. Login input is user-controlled (a handle, a DID, a
- * server URL) and a DID document names the PDS: without care, anyone could make this
- * backend request its internal network. So requests go through the AT Protocol's own SSRF
- * guard (`safeFetchWrap`): https only, no IP literals, no private or loopback addresses,
- * bounded response size — except with `allowHttpServers` (a local PDS in tests). Every
- * request also has a time limit (`httpTimeout`), so that a hung server cannot hold the
- * session lock (the client never aborts a refresh in flight on its own).
- * `globalThis.fetch` is looked up at call time, so instrumentation installed later applies.
+ * The `fetch` the OAuth client uses, built from the options: see {@link createOutboundFetch}.
  * @internal
  */
-export function clientFetch(options: ResolvedAtProtoOptions): typeof globalThis.fetch {
-  const open = options.allowHttpServers;
-  return safeFetchWrap({
-    fetch: callGlobalFetch,
-    ssrfProtection: !open,
-    allowHttp: open,
-    allowIpHost: open,
-    allowPrivateIps: open,
-    allowCustomPort: true,
-    // The client hands over Request objects; their redirect mode is theirs to choose.
-    allowImplicitRedirect: true,
-    timeout: options.httpTimeoutMs,
-  }) as typeof globalThis.fetch;
-}
-
-/**
- * `globalThis.fetch`, looked up at call time. A `Request` input is passed on as URL + init:
- * re-wrapping a Request that has a body (`fetch(request, init)`, as the wrappers above do to
- * add a signal or a dispatcher) trips undici's "Request object that has already been used"
- * check under some runtimes (seen under Jest's VM modules), so its parts are copied instead.
- * @internal
- */
-async function callGlobalFetch(
-  input: string | URL | Request,
-  init?: RequestInit,
-): Promise<Response> {
-  if (!(input instanceof Request)) return globalThis.fetch(input, init);
-  const body =
-    input.method === 'GET' || input.method === 'HEAD' ? undefined : await input.arrayBuffer();
-  const signal = init?.signal ? AbortSignal.any([input.signal, init.signal]) : input.signal;
-  return globalThis.fetch(input.url, {
-    method: input.method,
-    headers: input.headers,
-    redirect: input.redirect,
-    ...init,
-    body,
-    signal,
+export function clientFetch(
+  options: Pick<ResolvedAtProtoOptions, 'allowHttpServers' | 'privateHosts' | 'httpTimeoutMs'>,
+  beforeSend?: OutboundFetchPolicy['beforeSend'],
+): typeof globalThis.fetch {
+  return createOutboundFetch({
+    allowHttp: options.allowHttpServers,
+    privateHosts: options.privateHosts.flatMap((entry) => parsePrivateHost(entry) ?? []),
+    timeoutMs: options.httpTimeoutMs,
+    beforeSend,
   });
 }

@@ -160,10 +160,21 @@ export interface AtProtoModuleOptions {
   /** PLC directory to resolve `did:plc` with. @default 'https://plc.directory' */
   plcDirectoryUrl?: string;
   /**
-   * Allows authorization servers and PDSes on plain `http` (a local PDS in tests). Never in
+   * Allows authorization servers and PDSes on plain `http` (a local PDS in tests). It does
+   * not open private networks: list those hosts in `dangerouslyAllowPrivateHosts`. Never in
    * production. @default false
    */
   allowHttpServers?: boolean;
+  /**
+   * Private hosts (loopback, LAN) the OAuth client may reach, as `host` or `host:port`
+   * (`'localhost:2583'`, `'127.0.0.1:2582'`, `'[::1]:2583'`, `'pds.internal'`); without a
+   * port every port of that host is allowed. Every other private, loopback or link-local
+   * address stays refused, on the first request and on every redirect hop (login input is
+   * user-controlled: without this guard, anyone could make the server send requests into
+   * its network). For a local PDS and PLC in development and tests; the list is printed in a
+   * warning at boot. @default []
+   */
+  dangerouslyAllowPrivateHosts?: string[];
 }
 
 /**

@@ -123,4 +123,32 @@ describe('resolveAtProtoOptions', () => {
       (await problemsOf({ publicUrl: 'https://a.example', encryption, keys: [jwk] })).join(),
     ).toMatch(/must be an EC P-256 key/);
   });
+
+  it('takes private hosts only as host or host:port, and keeps http and private networks apart', async () => {
+    const base = { publicUrl: 'https://a.example', encryption, keys: [ecKey()] };
+    const ok = await resolveAtProtoOptions({
+      ...base,
+      allowHttpServers: true,
+      dangerouslyAllowPrivateHosts: ['localhost:2583', '127.0.0.1', '[::1]:2582', 'PDS.internal'],
+    });
+    expect(ok.privateHosts).toEqual(['localhost:2583', '127.0.0.1', '[::1]:2582', 'pds.internal']);
+    expect(ok.allowHttpServers).toBe(true);
+    // allowHttpServers alone opens no private host.
+    expect((await resolveAtProtoOptions({ ...base, allowHttpServers: true })).privateHosts).toEqual(
+      [],
+    );
+    for (const bad of [
+      'http://localhost:2583',
+      'localhost:2583/x',
+      '*.internal',
+      'user@localhost',
+      '::1',
+      '0x7f.1',
+      '',
+    ]) {
+      expect(
+        (await problemsOf({ ...base, dangerouslyAllowPrivateHosts: [bad] })).join('\n'),
+      ).toMatch(/dangerouslyAllowPrivateHosts.*host or host:port/);
+    }
+  });
 });

@@ -6,6 +6,7 @@ import {
 } from '@atproto/oauth-client-node';
 import { z } from 'zod';
 import { KeyRing } from '../crypto/key-ring.js';
+import { parsePrivateHost } from '../oauth/outbound-fetch.js';
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
 import type {
   AtProtoModuleExtras,
@@ -163,6 +164,15 @@ const optionsSchema = z.object({
     })
     .optional(),
   allowHttpServers: z.boolean().optional(),
+  dangerouslyAllowPrivateHosts: z
+    .array(
+      z.string().refine((v) => parsePrivateHost(v) !== undefined, {
+        error:
+          'must be a host or host:port, e.g. "localhost:2583" or "[::1]:2583" (no scheme, path or wildcard)',
+      }),
+      { error: 'dangerouslyAllowPrivateHosts must be an array of "host" or "host:port" strings' },
+    )
+    .optional(),
 });
 
 /**
@@ -367,6 +377,7 @@ export async function resolveAtProtoOptions(
     handleResolver: input.handleResolver,
     plcDirectoryUrl: input.plcDirectoryUrl,
     allowHttpServers: input.allowHttpServers ?? false,
+    privateHosts: (input.dangerouslyAllowPrivateHosts ?? []).map((h) => h.toLowerCase()),
   };
 }
 

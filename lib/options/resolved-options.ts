@@ -61,4 +61,6 @@ export interface ResolvedAtProtoOptions {
   readonly handleResolver: string | undefined;
   readonly plcDirectoryUrl: string | undefined;
   readonly allowHttpServers: boolean;
+  /** `dangerouslyAllowPrivateHosts`, validated: `host` or `host:port` entries. */
+  readonly privateHosts: readonly string[];
 }

@@ -60,10 +60,12 @@ export class AppModule {
             encryption: { activeKeyId: 'sample-1', keys: { 'sample-1': c.encryptionKey } },
             afterLoginPath: '/me',
             afterLogoutPath: '/',
-            // Only for a local PDS: resolve handles and DIDs there, and allow plain http.
+            // Only for a local PDS: resolve handles and DIDs there, allow plain http, and
+            // let the OAuth client reach these two private hosts (and no other).
             ...(c.handleResolver ? { handleResolver: c.handleResolver } : {}),
             ...(c.plcDirectoryUrl ? { plcDirectoryUrl: c.plcDirectoryUrl } : {}),
             allowHttpServers: c.allowHttpServers,
+            dangerouslyAllowPrivateHosts: c.privateHosts,
             // Several instances: the distributed session lock (needs ioredis and redlock).
             ...(c.redisUrl ? { redis: c.redisUrl } : {}),
             cleanup: c.cleanup,

@@ -35,6 +35,7 @@ export interface SampleConfig {
   handleResolver: string | undefined;
   plcDirectoryUrl: string | undefined;
   allowHttpServers: boolean;
+  privateHosts: string[];
 }
 
 export interface ResolvedSampleConfig {
@@ -123,6 +124,10 @@ export async function resolveSampleConfig(env: SampleEnv): Promise<ResolvedSampl
       handleResolver: env.ATPROTO_HANDLE_RESOLVER || undefined,
       plcDirectoryUrl: env.ATPROTO_PLC_URL || undefined,
       allowHttpServers: isTrue(env.ATPROTO_ALLOW_HTTP),
+      privateHosts: (env.ATPROTO_PRIVATE_HOSTS ?? '')
+        .split(',')
+        .map((h) => h.trim())
+        .filter(Boolean),
     },
     generatedKeyFile,
     keyFile,

@@ -40,6 +40,7 @@ export function localPdsEnv(pds: TestPds): SampleEnv {
     ATPROTO_HANDLE_RESOLVER: pds.url,
     ATPROTO_PLC_URL: pds.plcUrl,
     ATPROTO_ALLOW_HTTP: '1',
+    ATPROTO_PRIVATE_HOSTS: `${new URL(pds.url).host},${new URL(pds.plcUrl).host}`,
   };
 }
 

@@ -118,6 +118,8 @@ export async function startTestApp(
     handleResolver: pds.url,
     plcDirectoryUrl: pds.plcUrl,
     allowHttpServers: true,
+    // Exactly this test's PDS and PLC: every other private address stays refused.
+    dangerouslyAllowPrivateHosts: [new URL(pds.url).host, new URL(pds.plcUrl).host],
     ...overrides,
   };
   @Module({

@@ -419,6 +419,7 @@ export class Cluster {
       ATPROTO_HANDLE_RESOLVER: this.pds.url,
       ATPROTO_PLC_URL: this.pds.plcUrl,
       ATPROTO_ALLOW_HTTP: '1',
+      ATPROTO_PRIVATE_HOSTS: `${new URL(this.pds.url).host},${new URL(this.pds.plcUrl).host}`,
       SAMPLE_DATA_DIR: this.dir,
       ...extra,
     };
