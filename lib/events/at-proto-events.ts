@@ -1,5 +1,13 @@
-import { Injectable } from '@nestjs/common';
-import { Observable, Subject } from 'rxjs';
+import { Injectable, Logger } from '@nestjs/common';
+import {
+  Observable,
+  type Observer,
+  type Operator,
+  Subject,
+  Subscriber,
+  type Subscription,
+} from 'rxjs';
+import { describeError, sanitizeLogText } from '../errors/describe-error.js';
 
 /**
  * Why an OAuth session was deleted.
@@ -34,9 +42,89 @@ export type AtProtoEvent =
       type: 'oauth-session-deleted';
       did: string;
       reason: AtProtoSessionDeletedReason;
-      /** A short description of the cause, without secrets. */
+      /**
+       * A short description of the cause, without secrets. It may quote the authorization
+       * server: control, line-separator and bidi characters are escaped as `\uXXXX` and it
+       * is at most 500 characters long.
+       */
       message?: string;
     };
+
+/** Where an isolated stream reports what a subscriber threw. */
+type Report = (error: unknown, value: unknown, ended: boolean) => void;
+
+/**
+ * An Observable whose subscribers cannot hurt each other or the process. RxJS reports an error
+ * thrown by a subscriber (or an operator error that reaches a subscriber without an error
+ * handler) as an unhandled error, rethrown from a timer: in Node, a crash. Here every
+ * subscriber's callbacks run inside a try/catch and such errors are logged instead. `lift`
+ * is overridden so that piped streams (`events$.pipe(filter(...))`) are isolated too.
+ */
+class IsolatedStream<T> extends Observable<T> {
+  readonly #report: Report;
+
+  constructor(report: Report) {
+    super();
+    this.#report = report;
+  }
+
+  override lift<R>(operator?: Operator<T, R>): Observable<R> {
+    const lifted = new IsolatedStream<R>(this.#report);
+    lifted.source = this;
+    lifted.operator = operator;
+    return lifted;
+  }
+
+  override subscribe(observerOrNext?: Partial<Observer<T>> | ((value: T) => void)): Subscription;
+  /** @deprecated Pass an observer, as RxJS 8 will require. */
+  override subscribe(
+    next?: ((value: T) => void) | null,
+    error?: ((error: unknown) => void) | null,
+    complete?: (() => void) | null,
+  ): Subscription;
+  override subscribe(
+    observerOrNext?: Partial<Observer<T>> | ((value: T) => void) | null,
+    error?: ((error: unknown) => void) | null,
+    complete?: (() => void) | null,
+  ): Subscription {
+    // A Subscriber is a link of an operator chain (or of firstValueFrom): it handles its own
+    // errors, and wrapping it would cut the chain's unsubscription. Pass it through.
+    if (observerOrNext instanceof Subscriber) return super.subscribe(observerOrNext);
+    const observer: Partial<Observer<T>> =
+      typeof observerOrNext === 'function' || observerOrNext == null
+        ? {
+            next: observerOrNext ?? undefined,
+            error: error ?? undefined,
+            complete: complete ?? undefined,
+          }
+        : observerOrNext;
+    const report = this.#report;
+    return super.subscribe({
+      next(value) {
+        try {
+          observer.next?.(value);
+        } catch (thrown) {
+          report(thrown, value, false);
+        }
+      },
+      error(err: unknown) {
+        if (!observer.error) return report(err, undefined, true);
+        try {
+          observer.error(err);
+        } catch (thrown) {
+          report(thrown, undefined, true);
+        }
+      },
+      complete() {
+        try {
+          observer.complete?.();
+        } catch (thrown) {
+          report(thrown, undefined, true);
+        }
+      },
+    });
+  }
+}
 
 /**
  * The stream of {@link AtProtoEvent}s (login, logout, OAuth session created, refreshed,
@@ -51,16 +139,49 @@ export type AtProtoEvent =
  */
 @Injectable()
 export class AtProtoEvents {
+  readonly #logger = new Logger('AtProtoEvents');
   readonly #subject = new Subject<AtProtoEvent>();
 
   /**
-   * Every event, as it happens, delivered synchronously. Catch errors inside your
-   * subscriber: RxJS reports an error thrown by a subscriber as an unhandled error.
+   * Every event, as it happens, delivered synchronously. Subscribers are isolated: an error
+   * one of them throws (in its callback, or in an operator of a stream piped from here that
+   * reaches a subscriber without an error handler) is logged, never rethrown, and the other
+   * subscribers still get the event. A subscriber that threw in its callback keeps getting
+   * later events; one whose operator threw is ended, as RxJS ends any stream that errors.
+   * Streams combined with others (`merge`, `combineLatest`) are plain RxJS again.
    */
-  readonly events$: Observable<AtProtoEvent> = this.#subject.asObservable();
+  readonly events$: Observable<AtProtoEvent>;
 
-  /** @internal */
+  constructor() {
+    const stream = new IsolatedStream<AtProtoEvent>((error, value, ended) =>
+      this.#report(error, value, ended),
+    );
+    stream.source = this.#subject;
+    this.events$ = stream;
+  }
+
+  /**
+   * Sends `event` to every subscriber. An `oauth-session-deleted` message goes through
+   * {@link sanitizeLogText}: it may quote an authorization server's error text.
+   * @internal
+   */
   emit(event: AtProtoEvent): void {
-    this.#subject.next(event);
+    this.#subject.next(
+      event.type === 'oauth-session-deleted' && event.message !== undefined
+        ? { ...event, message: sanitizeLogText(event.message) }
+        : event,
+    );
+  }
+
+  #report(error: unknown, value: unknown, ended: boolean): void {
+    const type = (value as { type?: unknown } | undefined)?.type;
+    const what = typeof type === 'string' ? ` on a "${sanitizeLogText(type)}" event` : '';
+    this.#logger.error(
+      ended
+        ? `An events$ subscription failed and has ended (give subscribe() an error handler to ` +
+            `handle this yourself): ${describeError(error)}`
+        : `An events$ subscriber threw${what}; the other subscribers and later events are ` +
+            `still delivered. Catch errors in the subscriber: ${describeError(error)}`,
+    );
   }
 }
