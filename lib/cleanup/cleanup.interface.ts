@@ -15,7 +15,8 @@ export interface CleanupResult {
 
 /**
  * The deletions one storage backend can do, one batch at a time. Each call deletes at most
- * `batchSize` rows in one short statement, so that a run never holds a long lock.
+ * `batchSize` rows in short statements (lists of keys are cut at 10,000 per statement), so
+ * that a run never holds a long lock. Every read is made on the primary database.
  * @internal
  */
 export interface CleanupTarget {
@@ -33,5 +34,17 @@ export interface CleanupTarget {
   didsWithoutActiveAppSession(
     dids: string[],
     cutoffs: { now: number; idleBefore: number },
+  ): Promise<string[]>;
+  /**
+   * DIDs that have an OAuth session but no active app session (not revoked, not expired,
+   * not idle), ordered by DID, after `afterDid` (exclusive), at most `limit`. Page through
+   * them by passing the last DID of a page as the next `afterDid`; the order is the
+   * database's own (its collation), so compare DIDs only through this method. OAuth
+   * sessions past their retention are included (cleanup deletes those anyway).
+   */
+  oauthSessionsWithoutActiveAppSession(
+    cutoffs: { now: number; idleBefore: number },
+    afterDid: string | undefined,
+    limit: number,
   ): Promise<string[]>;
 }

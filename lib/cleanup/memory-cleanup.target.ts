@@ -34,11 +34,33 @@ export class MemoryCleanupTarget implements CleanupTarget {
   ): Promise<string[]> {
     const out: string[] = [];
     for (const did of dids) {
-      const active = (await this.appSessions.listForDid(did)).some(
-        (r) => r.expiresAt.getTime() > cutoffs.now && r.lastSeenAt.getTime() > cutoffs.idleBefore,
-      );
-      if (!active) out.push(did);
+      if (!(await this.#hasActive(did, cutoffs))) out.push(did);
     }
     return out;
+  }
+
+  async oauthSessionsWithoutActiveAppSession(
+    cutoffs: { now: number; idleBefore: number },
+    afterDid: string | undefined,
+    limit: number,
+  ): Promise<string[]> {
+    // DIDs are ASCII, so the default sort is byte order, as keyset pagination needs.
+    const dids = this.sessions
+      .keys()
+      .filter((did) => afterDid === undefined || did > afterDid)
+      .sort();
+    const out: string[] = [];
+    for (const did of dids) {
+      if (out.length >= limit) break;
+      if (!(await this.#hasActive(did, cutoffs))) out.push(did);
+    }
+    return out;
+  }
+
+  /** Whether `did` has an app session that is not revoked, expired or idle. */
+  async #hasActive(did: string, cutoffs: { now: number; idleBefore: number }): Promise<boolean> {
+    return (await this.appSessions.listForDid(did)).some(
+      (r) => r.expiresAt.getTime() > cutoffs.now && r.lastSeenAt.getTime() > cutoffs.idleBefore,
+    );
   }
 }

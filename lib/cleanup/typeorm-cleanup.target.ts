@@ -2,15 +2,21 @@ import {
   Brackets,
   type DataSource,
   type DeleteQueryBuilder,
+  type EntityManager,
   In,
   type ObjectLiteral,
   type Repository,
   type SelectQueryBuilder,
 } from 'typeorm';
-import { AtProtoAppSessionEntity } from '../storage/entities/app-session.entity.js';
+import {
+  APP_SESSION_TABLE,
+  AtProtoAppSessionEntity,
+} from '../storage/entities/app-session.entity.js';
 import { AtProtoOAuthSessionEntity } from '../storage/entities/oauth-session.entity.js';
 import { AtProtoOAuthStateEntity } from '../storage/entities/oauth-state.entity.js';
 import { type TransientRetryOptions, withTransientRetry } from '../storage/transient-retry.js';
+import { chunked } from '../storage/typeorm/chunks.js';
+import { onPrimary } from '../storage/typeorm/primary.js';
 import type { CleanupTarget } from './cleanup.interface.js';
 
 type Where = <Q extends SelectQueryBuilder<ObjectLiteral> | DeleteQueryBuilder<ObjectLiteral>>(
@@ -22,9 +28,15 @@ type Where = <Q extends SelectQueryBuilder<ObjectLiteral> | DeleteQueryBuilder<O
  * indexed condition, then deletes those keys *with the condition repeated*: a row that
  * changed in between (a session refreshed, an app session used) is left alone. Selecting
  * first keeps the DELETE small and portable (MySQL/MariaDB refuse LIMIT inside IN).
+ *
+ * Every select runs on the primary (see `onPrimary`): a lagging replica would miss rows
+ * written a moment before, and, worse, miss a user's new app session and have cleanup
+ * revoke the OAuth session of a user who is signed in. Lists of keys are cut into
+ * statements of at most 10,000 keys (drivers cap bind parameters, see `chunks.ts`).
  * @internal
  */
 export class TypeOrmCleanupTarget implements CleanupTarget {
+  readonly #dataSource: DataSource;
   readonly #states: Repository<AtProtoOAuthStateEntity>;
   readonly #sessions: Repository<AtProtoOAuthSessionEntity>;
   readonly #appSessions: Repository<AtProtoAppSessionEntity>;
@@ -34,6 +46,7 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     dataSource: DataSource,
     private readonly retry?: TransientRetryOptions,
   ) {
+    this.#dataSource = dataSource;
     this.#states = dataSource.getRepository(AtProtoOAuthStateEntity);
     this.#sessions = dataSource.getRepository(AtProtoOAuthSessionEntity);
     this.#appSessions = dataSource.getRepository(AtProtoAppSessionEntity);
@@ -73,22 +86,60 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
   ): Promise<string[]> {
     if (dids.length === 0) return [];
     const q = this.#q;
-    // One indexed lookup per batch (by the did index), not one per DID.
-    const stillActive = await withTransientRetry(
-      'Cleanup: finding active app sessions',
+    const active = new Set<string>();
+    // One indexed lookup (by the did index) per chunk of DIDs, not one per DID.
+    for (const chunk of chunked([...new Set(dids)])) {
+      const rows = await withTransientRetry(
+        'Cleanup: finding active app sessions',
+        () =>
+          this.#onPrimary((m) =>
+            this.#appSessions
+              .createQueryBuilder(undefined, m.queryRunner)
+              .select(`DISTINCT ${q('did')}`, 'did')
+              .where({ did: In(chunk) })
+              .andWhere(`${q('revoked_at')} IS NULL`)
+              .andWhere(`${q('expires_at')} > :now`, cutoffs)
+              .andWhere(`${q('last_seen_at')} > :idleBefore`, cutoffs)
+              .getRawMany<{ did: string }>(),
+          ),
+        this.retry,
+      );
+      for (const r of rows) active.add(r.did);
+    }
+    return dids.filter((did) => !active.has(did));
+  }
+
+  async oauthSessionsWithoutActiveAppSession(
+    cutoffs: { now: number; idleBefore: number },
+    afterDid: string | undefined,
+    limit: number,
+  ): Promise<string[]> {
+    if (!Number.isSafeInteger(limit) || limit < 1) return [];
+    const q = this.#q;
+    // One statement per page: the OAuth sessions in primary-key order after `afterDid`
+    // (keyset pagination on the primary key), each probed for an active app session by the
+    // app-session did index (NOT EXISTS: an anti-join that stops at the first match).
+    const active =
+      `SELECT 1 FROM ${q(APP_SESSION_TABLE)} a WHERE a.${q('did')} = s.${q('did')} ` +
+      `AND a.${q('revoked_at')} IS NULL AND a.${q('expires_at')} > :now ` +
+      `AND a.${q('last_seen_at')} > :idleBefore`;
+    const rows = await withTransientRetry(
+      'Cleanup: finding OAuth sessions without an active app session',
       () =>
-        this.#appSessions
-          .createQueryBuilder()
-          .select(`DISTINCT ${q('did')}`, 'did')
-          .where({ did: In(dids) })
-          .andWhere(`${q('revoked_at')} IS NULL`)
-          .andWhere(`${q('expires_at')} > :now`, cutoffs)
-          .andWhere(`${q('last_seen_at')} > :idleBefore`, cutoffs)
-          .getRawMany<{ did: string }>(),
+        this.#onPrimary((m) => {
+          let qb = this.#sessions
+            .createQueryBuilder('s', m.queryRunner)
+            .select(`s.${q('did')}`, 'did')
+            .where(`NOT EXISTS (${active})`, cutoffs);
+          if (afterDid !== undefined) qb = qb.andWhere(`s.${q('did')} > :afterDid`, { afterDid });
+          return qb
+            .orderBy(`s.${q('did')}`, 'ASC')
+            .limit(limit)
+            .getRawMany<{ did: string }>();
+        }),
       this.retry,
     );
-    const active = new Set(stillActive.map((r) => r.did));
-    return dids.filter((did) => !active.has(did));
+    return rows.map((r) => r.did);
   }
 
   async #batch<E extends ObjectLiteral>(
@@ -101,29 +152,39 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     const table = repo.metadata.tableName;
     const rows = await withTransientRetry(
       `Cleanup: selecting from ${table}`,
-      () => {
-        let qb = repo.createQueryBuilder().select(this.#q(keyColumn), 'k');
-        if (extraColumn) qb = qb.addSelect(this.#q(extraColumn), 'x');
-        return where(qb as SelectQueryBuilder<ObjectLiteral>)
-          .limit(batchSize)
-          .getRawMany<{ k: string; x?: string }>();
-      },
+      () =>
+        this.#onPrimary((m) => {
+          let qb = repo
+            .createQueryBuilder(undefined, m.queryRunner)
+            .select(this.#q(keyColumn), 'k');
+          if (extraColumn) qb = qb.addSelect(this.#q(extraColumn), 'x');
+          return where(qb as SelectQueryBuilder<ObjectLiteral>)
+            .limit(batchSize)
+            .getRawMany<{ k: string; x?: string }>();
+        }),
       this.retry,
     );
     if (rows.length === 0) return { deleted: 0, extra: [] };
     const keyProperty = repo.metadata.primaryColumns[0]!.propertyName;
-    const keys = rows.map((r) => r.k);
-    const result = await withTransientRetry(
-      `Cleanup: deleting from ${table}`,
-      () =>
-        where(repo.createQueryBuilder().delete() as DeleteQueryBuilder<ObjectLiteral>)
-          .andWhere({ [keyProperty]: In(keys) })
-          .execute(),
-      this.retry,
-    );
+    let deleted = 0;
+    for (const keys of chunked(rows.map((r) => r.k))) {
+      const result = await withTransientRetry(
+        `Cleanup: deleting from ${table}`,
+        () =>
+          where(repo.createQueryBuilder().delete() as DeleteQueryBuilder<ObjectLiteral>)
+            .andWhere({ [keyProperty]: In(keys) })
+            .execute(),
+        this.retry,
+      );
+      deleted += result.affected ?? 0;
+    }
     return {
-      deleted: result.affected ?? 0,
+      deleted,
       extra: extraColumn ? rows.map((r) => String(r.x)) : [],
     };
+  }
+
+  #onPrimary<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
+    return onPrimary(this.#dataSource, work);
   }
 }

@@ -30,6 +30,55 @@ export type AtProtoStateStore = AtProtoKeyValueStore<NodeSavedState>;
 export type AtProtoSessionStore = AtProtoKeyValueStore<NodeSavedSession>;
 
 /**
+ * A stored OAuth session with what a fenced write needs.
+ * @publicApi
+ */
+export interface VersionedSession {
+  value: NodeSavedSession;
+  /** Increases on every write of this DID's row. */
+  version: number;
+  /** When the row was last written (login or refresh). */
+  updatedAt: Date;
+}
+
+/**
+ * Session store operations for fenced writes: a writer that read a session under the
+ * session lock, and may have lost the lock since, replaces or deletes the session only if
+ * it is still the version it read, and never brings back a session deleted meanwhile.
+ * Optional for your own stores: without them the module falls back to `get/set/del`
+ * (see {@link isVersionedSessionStore}). The built-in TypeORM, Redis and memory session
+ * stores implement it.
+ * @publicApi
+ */
+export interface AtProtoVersionedSessionStore extends AtProtoSessionStore {
+  /** The session with its version and last write, or `undefined` (missing or expired). */
+  getVersioned(did: string): Promise<VersionedSession | undefined>;
+  /**
+   * Replaces the value only if the stored version is `version`; never inserts. Resolves the
+   * new version, or undefined when fenced out (row changed or gone).
+   */
+  setIfVersion(did: string, value: NodeSavedSession, version: number): Promise<number | undefined>;
+  /** Deletes only if the stored version is `version`. Resolves whether it deleted. */
+  delIfVersion(did: string, version: number): Promise<boolean>;
+}
+
+/**
+ * Whether a session store implements the fenced-write operations of
+ * {@link AtProtoVersionedSessionStore}.
+ * @publicApi
+ */
+export function isVersionedSessionStore(
+  store: AtProtoSessionStore,
+): store is AtProtoVersionedSessionStore {
+  const s = store as Partial<AtProtoVersionedSessionStore>;
+  return (
+    typeof s.getVersioned === 'function' &&
+    typeof s.setIfVersion === 'function' &&
+    typeof s.delIfVersion === 'function'
+  );
+}
+
+/**
  * One app session (a signed-in device) as stored.
  * @publicApi
  */
@@ -55,15 +104,25 @@ export interface AppSessionRecord {
  * @publicApi
  */
 export interface AppSessionStore {
-  /** Inserts a new session. */
+  /**
+   * Inserts a new session. Fails if a session with this id exists, unless it is this very
+   * record (same id, DID and creation time): a retried insert whose first attempt landed.
+   */
   create(record: AppSessionRecord): Promise<void>;
   /** The session with id `id` (revoked and expired ones included), or `undefined`. */
   get(id: string): Promise<AppSessionRecord | undefined>;
   /** Records activity: sets `lastSeenAt`. */
   touch(id: string, at: Date): Promise<void>;
-  /** Revokes one session; resolves `true` if it was not revoked before. */
+  /**
+   * Revokes one session; resolves `true` if this call revoked it (it was not revoked before;
+   * a session already revoked at exactly `at` counts as revoked by this call, so that a
+   * retried revocation whose first attempt landed still says so).
+   */
   revoke(id: string, at: Date): Promise<boolean>;
-  /** Revokes every session of `did`; resolves how many were revoked by this call. */
+  /**
+   * Revokes every session of `did`; resolves how many were revoked by this call (after a
+   * retried attempt, the sessions of `did` revoked at exactly `at`).
+   */
   revokeAllForDid(did: string, at: Date): Promise<number>;
   /** Every session of `did` that is not revoked, newest first. */
   listForDid(did: string): Promise<AppSessionRecord[]>;

@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource, type DataSourceOptions } from 'typeorm';
+import { atProtoEntities } from '../../lib/storage/entities/index.js';
+import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
 
 /** The three databases every storage test runs on. */
 export type Dialect = 'sqlite' | 'postgres' | 'mariadb';
@@ -64,6 +66,51 @@ export async function createTestDatabase(
       } finally {
         await a.destroy();
       }
+    },
+  };
+}
+
+/**
+ * A primary and a "replica" for TypeORM's `replication` option: two fresh databases, both
+ * migrated, the replica left empty. A read that goes to the replica finds nothing, which
+ * is what a lagging replica answers for a row written a moment before. The returned
+ * options carry `replication` (master = primary, slaves = [replica]) and the entities and
+ * migrations of this library.
+ */
+export async function createReplicatedTestDatabases(
+  dialect: Exclude<Dialect, 'sqlite'>,
+  label: string,
+): Promise<{ options: DataSourceOptions; primary: DataSourceOptions; drop: () => Promise<void> }> {
+  const primary = await createTestDatabase(dialect, `${label}_primary`);
+  const replica = await createTestDatabase(dialect, `${label}_replica`);
+  for (const db of [primary, replica]) {
+    const ds = new DataSource({
+      ...db.options,
+      entities: [...atProtoEntities],
+      migrations: atProtoMigrations(),
+    });
+    await ds.initialize();
+    try {
+      await ds.runMigrations();
+    } finally {
+      await ds.destroy();
+    }
+  }
+  const credentials = (name: string) => ({
+    ...(dialect === 'postgres' ? PG : MARIA),
+    database: name,
+  });
+  const options = {
+    type: dialect,
+    replication: { master: credentials(primary.name), slaves: [credentials(replica.name)] },
+    entities: [...atProtoEntities],
+  } as DataSourceOptions;
+  return {
+    options,
+    primary: primary.options,
+    drop: async () => {
+      await primary.drop();
+      await replica.drop();
     },
   };
 }

@@ -5,7 +5,10 @@ import type {
   AppSessionStore,
   AtProtoKeyValueStore,
   AtProtoStoreOptions,
+  AtProtoVersionedSessionStore,
+  VersionedSession,
 } from '../store.interface.js';
+import { assertSessionVersion, firstSessionVersion } from '../session-version.js';
 import { assertSessionBelongsTo, assertValidDid, assertValidStateKey } from '../validation.js';
 
 /**
@@ -15,7 +18,10 @@ import { assertSessionBelongsTo, assertValidDid, assertValidStateKey } from '../
  * @internal
  */
 class MemoryKeyValueStore<V> implements AtProtoKeyValueStore<V> {
-  readonly #entries = new Map<string, { json: string; expiresAt: number }>();
+  readonly #entries = new Map<
+    string,
+    { json: string; expiresAt: number; version: number; updatedAt: number }
+  >();
   readonly #now: () => number;
 
   constructor(
@@ -26,29 +32,78 @@ class MemoryKeyValueStore<V> implements AtProtoKeyValueStore<V> {
   }
 
   async get(key: string): Promise<V | undefined> {
+    return (await this.readVersioned(key))?.value;
+  }
+
+  /** The value with its version and last write, or `undefined`. */
+  protected async readVersioned(
+    key: string,
+  ): Promise<{ value: V; version: number; updatedAt: Date } | undefined> {
     this.validate(key);
+    const entry = this.#live(key);
+    if (!entry) return undefined;
+    const value = JSON.parse(entry.json) as V;
+    this.validate(key, value);
+    return { value, version: entry.version, updatedAt: new Date(entry.updatedAt) };
+  }
+
+  async set(key: string, value: V): Promise<void> {
+    this.validate(key, value);
+    this.#write(key, value);
+  }
+
+  /** Replaces the value only if its version is `version`; resolves the new version. */
+  protected async writeIfVersion(
+    key: string,
+    value: V,
+    version: number,
+  ): Promise<number | undefined> {
+    this.validate(key, value);
+    assertSessionVersion(version);
+    if (this.#live(key)?.version !== version) return undefined;
+    return this.#write(key, value);
+  }
+
+  async del(key: string): Promise<void> {
+    this.validate(key);
+    this.#entries.delete(key);
+  }
+
+  /** Deletes the value only if its version is `version` (expired or not). */
+  protected async deleteIfVersion(key: string, version: number): Promise<boolean> {
+    this.validate(key);
+    assertSessionVersion(version);
+    if (this.#entries.get(key)?.version !== version) return false;
+    this.#entries.delete(key);
+    return true;
+  }
+
+  /** Every key held, expired ones included. @internal */
+  keys(): string[] {
+    return [...this.#entries.keys()];
+  }
+
+  #live(key: string) {
     const entry = this.#entries.get(key);
     if (!entry) return undefined;
     if (entry.expiresAt <= this.#now()) {
       this.#entries.delete(key);
       return undefined;
     }
-    const value = JSON.parse(entry.json) as V;
-    this.validate(key, value);
-    return value;
+    return entry;
   }
 
-  async set(key: string, value: V): Promise<void> {
-    this.validate(key, value);
+  #write(key: string, value: V): number {
+    const now = this.#now();
+    const current = this.#live(key);
+    const version = current ? current.version + 1 : firstSessionVersion(now);
     this.#entries.set(key, {
       json: JSON.stringify(value),
-      expiresAt: this.#now() + this.options.ttlMs,
+      expiresAt: now + this.options.ttlMs,
+      version,
+      updatedAt: now,
     });
-  }
-
-  async del(key: string): Promise<void> {
-    this.validate(key);
-    this.#entries.delete(key);
+    return version;
   }
 
   /** Deletes entries expired at `now`; resolves how many. */
@@ -75,15 +130,32 @@ export class MemoryStateStore extends MemoryKeyValueStore<NodeSavedState> {
 }
 
 /**
- * In-memory OAuth session store (tests, development, a single instance).
+ * In-memory OAuth session store (tests, development, a single instance), with the fenced
+ * writes of {@link AtProtoVersionedSessionStore}.
  * @publicApi
  */
-export class MemorySessionStore extends MemoryKeyValueStore<NodeSavedSession> {
+export class MemorySessionStore
+  extends MemoryKeyValueStore<NodeSavedSession>
+  implements AtProtoVersionedSessionStore
+{
   constructor(options: AtProtoStoreOptions) {
     super(options, (did, value) => {
       assertValidDid(did);
       if (value) assertSessionBelongsTo(did, value.tokenSet?.sub);
     });
+  }
+
+  getVersioned(did: string): Promise<VersionedSession | undefined> {
+    return this.readVersioned(did);
+  }
+
+  setIfVersion(did: string, value: NodeSavedSession, version: number): Promise<number | undefined> {
+    return this.writeIfVersion(did, value, version);
+  }
+
+  /** Deletes only if the stored version is `version` (an expired session too: it is that version). */
+  delIfVersion(did: string, version: number): Promise<boolean> {
+    return this.deleteIfVersion(did, version);
   }
 }
 

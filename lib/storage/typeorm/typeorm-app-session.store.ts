@@ -4,18 +4,28 @@ import { AtProtoAppSessionEntity } from '../entities/app-session.entity.js';
 import type { AppSessionRecord, AppSessionStore } from '../store.interface.js';
 import { type TransientRetryOptions, withTransientRetry } from '../transient-retry.js';
 import { assertValidDid } from '../validation.js';
+import { onPrimary } from './primary.js';
+import { isUniqueViolation } from './upsert.js';
 
 const SESSION_ID = /^[0-9a-f]{64}$/;
 
 /**
- * App session store on TypeORM.
+ * App session store on TypeORM. Reads go to the primary (see `onPrimary`): a revoked
+ * session must never be served from a lagging replica.
+ *
+ * Writes are retried after transient failures, and a lost connection leaves it unknown
+ * whether the first attempt landed. Each write is made to give the same answer either way:
+ * `touch` is idempotent; `create` accepts the duplicate key of its own retried insert;
+ * `revoke` and `revokeAllForDid` count what carries their own timestamp.
  * @publicApi
  */
 export class TypeOrmAppSessionStore implements AppSessionStore {
+  readonly #dataSource: DataSource;
   readonly #repo: Repository<AtProtoAppSessionEntity>;
   readonly #retry: TransientRetryOptions | undefined;
 
   constructor(dataSource: DataSource, options: { retry?: TransientRetryOptions } = {}) {
+    this.#dataSource = dataSource;
     this.#repo = dataSource.getRepository(AtProtoAppSessionEntity);
     this.#retry = options.retry;
   }
@@ -23,9 +33,37 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
   async create(record: AppSessionRecord): Promise<void> {
     assertValidDid(record.did);
     assertSessionId(record.id);
+    let attempt = 0;
     await withTransientRetry(
       'Creating an app session',
-      () => this.#repo.insert({ ...record, userAgent: record.userAgent?.slice(0, 512) ?? null }),
+      async () => {
+        attempt++;
+        try {
+          await this.#repo.insert({
+            ...record,
+            userAgent: record.userAgent?.slice(0, 512) ?? null,
+          });
+        } catch (error) {
+          if (!isUniqueViolation(error)) throw error;
+          // A retry after a lost connection whose first attempt committed hits our own row:
+          // that is success. The id is the SHA-256 of a fresh random token, so a row with it,
+          // our DID and our creation time is the one we wrote; anything else is not ours.
+          if (attempt > 1) {
+            const stored = await this.#read(record.id);
+            if (
+              stored?.did === record.did &&
+              stored.createdAt.getTime() === record.createdAt.getTime()
+            ) {
+              return;
+            }
+          }
+          throw new AtProtoStoreError(
+            'An app session with this id already exists: ids are the SHA-256 of a fresh random ' +
+              'token, so the token was reused or the row was written by someone else.',
+            { cause: error },
+          );
+        }
+      },
       this.#retry,
     );
   }
@@ -34,7 +72,7 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
     if (!SESSION_ID.test(id)) return undefined;
     const row = await withTransientRetry(
       'Reading an app session',
-      () => this.#repo.findOne({ where: { id } }),
+      () => this.#read(id),
       this.#retry,
     );
     return row ? toRecord(row) : undefined;
@@ -51,32 +89,62 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
 
   async revoke(id: string, at: Date): Promise<boolean> {
     assertSessionId(id);
-    const result = await withTransientRetry(
+    let attempt = 0;
+    return withTransientRetry(
       'Revoking an app session',
-      () => this.#repo.update({ id, revokedAt: IsNull() }, { revokedAt: at }),
+      async () => {
+        attempt++;
+        const result = await this.#repo.update({ id, revokedAt: IsNull() }, { revokedAt: at });
+        if ((result.affected ?? 0) > 0) return true;
+        // Nothing updated on a retry: the first attempt may have landed before its connection
+        // was lost. A session revoked at exactly our instant is taken as revoked by us (a
+        // concurrent revocation in the same millisecond would be too: it ended the same way).
+        if (attempt === 1) return false;
+        return (await this.#read(id))?.revokedAt?.getTime() === at.getTime();
+      },
       this.#retry,
     );
-    return (result.affected ?? 0) > 0;
   }
 
   async revokeAllForDid(did: string, at: Date): Promise<number> {
     assertValidDid(did);
-    const result = await withTransientRetry(
+    let attempt = 0;
+    return withTransientRetry(
       'Revoking app sessions',
-      () => this.#repo.update({ did, revokedAt: IsNull() }, { revokedAt: at }),
+      async () => {
+        attempt++;
+        const result = await this.#repo.update({ did, revokedAt: IsNull() }, { revokedAt: at });
+        if (attempt === 1) return result.affected ?? 0;
+        // On a retry, the first attempt may have revoked some or all of them: count every
+        // session of this DID that carries our instant.
+        return onPrimary(this.#dataSource, (m) =>
+          m.countBy(AtProtoAppSessionEntity, { did, revokedAt: at }),
+        );
+      },
       this.#retry,
     );
-    return result.affected ?? 0;
   }
 
   async listForDid(did: string): Promise<AppSessionRecord[]> {
     assertValidDid(did);
     const rows = await withTransientRetry(
       'Listing app sessions',
-      () => this.#repo.find({ where: { did, revokedAt: IsNull() }, order: { createdAt: 'DESC' } }),
+      () =>
+        onPrimary(this.#dataSource, (m) =>
+          m.find(AtProtoAppSessionEntity, {
+            where: { did, revokedAt: IsNull() },
+            order: { createdAt: 'DESC' },
+          }),
+        ),
       this.#retry,
     );
     return rows.map(toRecord);
+  }
+
+  #read(id: string): Promise<AtProtoAppSessionEntity | null> {
+    return onPrimary(this.#dataSource, (m) =>
+      m.findOne(AtProtoAppSessionEntity, { where: { id } }),
+    );
   }
 }
 

@@ -1,9 +1,11 @@
 import type { NodeSavedSession } from '@atproto/oauth-client-node';
 import { type DataSource, type Repository } from 'typeorm';
 import { AtProtoOAuthSessionEntity } from '../entities/oauth-session.entity.js';
-import type { AtProtoSessionStore } from '../store.interface.js';
+import type { AtProtoVersionedSessionStore, VersionedSession } from '../store.interface.js';
+import { assertSessionVersion, firstSessionVersion } from '../session-version.js';
 import { withTransientRetry } from '../transient-retry.js';
 import { assertSessionBelongsTo, assertValidDid } from '../validation.js';
+import { onPrimary } from './primary.js';
 import type { TypeOrmStoreOptions } from './typeorm-state.store.js';
 import { upsertRow } from './upsert.js';
 
@@ -11,36 +13,49 @@ import { upsertRow } from './upsert.js';
  * OAuth session store on TypeORM: one row per DID, the token set and the DPoP key in
  * separate encrypted columns, issuer / PDS / expiry in plain columns for operations.
  * Writes are upserts and transient failures are retried before an error escapes, because
- * the OAuth client revokes a session it cannot persist.
+ * the OAuth client revokes a session it cannot persist. Every write increments the row's
+ * `version`, which the fenced writes (`setIfVersion`, `delIfVersion`) compare against.
+ * Reads go to the primary (see `onPrimary`): a replica may still hold the refresh token a
+ * refresh has just rotated.
  * @publicApi
  */
-export class TypeOrmSessionStore implements AtProtoSessionStore {
+export class TypeOrmSessionStore implements AtProtoVersionedSessionStore {
+  readonly #dataSource: DataSource;
   readonly #repo: Repository<AtProtoOAuthSessionEntity>;
   readonly #options: TypeOrmStoreOptions;
   readonly #now: () => number;
-  readonly #versionColumn: string;
+  readonly #q: (column: string) => string;
 
   constructor(dataSource: DataSource, options: TypeOrmStoreOptions) {
+    this.#dataSource = dataSource;
     this.#repo = dataSource.getRepository(AtProtoOAuthSessionEntity);
     this.#options = options;
     this.#now = options.now ?? Date.now;
-    this.#versionColumn = dataSource.driver.escape('version');
+    this.#q = (column) => dataSource.driver.escape(column);
   }
 
   async get(did: string): Promise<NodeSavedSession | undefined> {
+    return (await this.getVersioned(did))?.value;
+  }
+
+  async getVersioned(did: string): Promise<VersionedSession | undefined> {
     assertValidDid(did);
     const row = await withTransientRetry(
       'Reading an OAuth session',
-      () => this.#repo.findOne({ where: { did } }),
+      () => this.#read(did),
       this.#options.retry,
     );
     if (!row || row.expiresAt.getTime() <= this.#now()) return undefined;
     const tokenSet = JSON.parse(row.tokenSet) as NodeSavedSession['tokenSet'];
     assertSessionBelongsTo(did, tokenSet.sub);
     return {
-      tokenSet,
-      dpopJwk: JSON.parse(row.dpopKey) as NodeSavedSession['dpopJwk'],
-      authMethod: JSON.parse(row.authMethod) as NodeSavedSession['authMethod'],
+      value: {
+        tokenSet,
+        dpopJwk: JSON.parse(row.dpopKey) as NodeSavedSession['dpopJwk'],
+        authMethod: JSON.parse(row.authMethod) as NodeSavedSession['authMethod'],
+      },
+      version: Number(row.version),
+      updatedAt: row.updatedAt,
     };
   }
 
@@ -48,21 +63,58 @@ export class TypeOrmSessionStore implements AtProtoSessionStore {
     assertValidDid(did);
     assertSessionBelongsTo(did, value.tokenSet?.sub);
     const now = this.#now();
-    const { tokenSet } = value;
-    const update = {
-      tokenSet: JSON.stringify(tokenSet),
-      dpopKey: JSON.stringify(value.dpopJwk),
-      authMethod: JSON.stringify(value.authMethod),
-      issuer: tokenSet.iss,
-      pdsUrl: tokenSet.aud,
-      accessExpiresAt: tokenSet.expires_at ? new Date(tokenSet.expires_at) : null,
-      expiresAt: new Date(now + this.#options.ttlMs),
-      updatedAt: new Date(now),
-      version: () => `${this.#versionColumn} + 1`,
-    };
     await withTransientRetry(
       'Saving an OAuth session',
-      () => upsertRow(this.#repo, { did }, update, { createdAt: new Date(now), version: 1 }),
+      () =>
+        upsertRow(
+          this.#repo,
+          { did },
+          { ...this.#columns(value, now), version: this.#increment },
+          { createdAt: new Date(now), version: firstSessionVersion(now) },
+        ),
+      this.#options.retry,
+    );
+  }
+
+  async setIfVersion(
+    did: string,
+    value: NodeSavedSession,
+    version: number,
+  ): Promise<number | undefined> {
+    assertValidDid(did);
+    assertSessionBelongsTo(did, value.tokenSet?.sub);
+    assertSessionVersion(version);
+    const now = this.#now();
+    const columns = this.#columns(value, now);
+    let attempt = 0;
+    return withTransientRetry(
+      'Saving an OAuth session',
+      async () => {
+        attempt++;
+        // One conditional UPDATE: it never inserts, so a session deleted meanwhile (logout,
+        // revocation, cleanup) stays deleted; an expired row counts as gone, as on read.
+        const result = await this.#repo
+          .createQueryBuilder()
+          .update()
+          .set({ ...columns, version: this.#increment } as never)
+          .where({ did, version })
+          .andWhere(`${this.#q('expires_at')} > :now`, { now })
+          .execute();
+        if ((result.affected ?? 0) > 0) return version + 1;
+        if (attempt === 1) return undefined;
+        // Nothing matched on a retry: the first attempt may have landed before its connection
+        // was lost (the row is then at version + 1). It is ours if the row holds exactly what
+        // we wrote: the same token set (a fresh refresh token), DPoP key and write instant.
+        // Anything else is another writer's, and we were fenced out.
+        const row = await this.#read(did);
+        const ours =
+          row !== null &&
+          Number(row.version) === version + 1 &&
+          row.updatedAt.getTime() === now &&
+          row.tokenSet === columns.tokenSet &&
+          row.dpopKey === columns.dpopKey;
+        return ours ? version + 1 : undefined;
+      },
       this.#options.retry,
     );
   }
@@ -73,6 +125,51 @@ export class TypeOrmSessionStore implements AtProtoSessionStore {
       'Deleting an OAuth session',
       () => this.#repo.delete({ did }),
       this.#options.retry,
+    );
+  }
+
+  async delIfVersion(did: string, version: number): Promise<boolean> {
+    assertValidDid(did);
+    assertSessionVersion(version);
+    let attempt = 0;
+    return withTransientRetry(
+      'Deleting an OAuth session',
+      async () => {
+        attempt++;
+        const result = await this.#repo.delete({ did, version });
+        if ((result.affected ?? 0) > 0) return true;
+        if (attempt === 1) return false;
+        // Nothing deleted on a retry: the first attempt may have landed before its connection
+        // was lost. If the row is gone, the version we meant to delete is gone, by our first
+        // attempt or by another deleter; either way no newer session was removed. If a row
+        // is there, it is a newer write (or a new login), which we must leave alone.
+        return (await this.#read(did)) === null;
+      },
+      this.#options.retry,
+    );
+  }
+
+  /** `version = version + 1`, as raw SQL for the query builder. */
+  readonly #increment = () => `${this.#q('version')} + 1`;
+
+  /** The columns a write sets from `value` at `now` (all but `version` and `created_at`). */
+  #columns(value: NodeSavedSession, now: number) {
+    const { tokenSet } = value;
+    return {
+      tokenSet: JSON.stringify(tokenSet),
+      dpopKey: JSON.stringify(value.dpopJwk),
+      authMethod: JSON.stringify(value.authMethod),
+      issuer: tokenSet.iss,
+      pdsUrl: tokenSet.aud,
+      accessExpiresAt: tokenSet.expires_at ? new Date(tokenSet.expires_at) : null,
+      expiresAt: new Date(now + this.#options.ttlMs),
+      updatedAt: new Date(now),
+    };
+  }
+
+  #read(did: string): Promise<AtProtoOAuthSessionEntity | null> {
+    return onPrimary(this.#dataSource, (m) =>
+      m.findOne(AtProtoOAuthSessionEntity, { where: { did } }),
     );
   }
 }

@@ -4,6 +4,7 @@ import { AtProtoOAuthStateEntity } from '../entities/oauth-state.entity.js';
 import type { AtProtoStateStore, AtProtoStoreOptions } from '../store.interface.js';
 import { type TransientRetryOptions, withTransientRetry } from '../transient-retry.js';
 import { assertValidStateKey } from '../validation.js';
+import { onPrimary } from './primary.js';
 import { upsertRow } from './upsert.js';
 
 /**
@@ -17,15 +18,17 @@ export interface TypeOrmStoreOptions extends AtProtoStoreOptions {
 
 /**
  * OAuth state store on TypeORM. The whole saved state (PKCE verifier, DPoP key) is one
- * encrypted column.
+ * encrypted column. Reads go to the primary.
  * @publicApi
  */
 export class TypeOrmStateStore implements AtProtoStateStore {
+  readonly #dataSource: DataSource;
   readonly #repo: Repository<AtProtoOAuthStateEntity>;
   readonly #options: TypeOrmStoreOptions;
   readonly #now: () => number;
 
   constructor(dataSource: DataSource, options: TypeOrmStoreOptions) {
+    this.#dataSource = dataSource;
     this.#repo = dataSource.getRepository(AtProtoOAuthStateEntity);
     this.#options = options;
     this.#now = options.now ?? Date.now;
@@ -35,7 +38,9 @@ export class TypeOrmStateStore implements AtProtoStateStore {
     assertValidStateKey(key);
     const row = await withTransientRetry(
       'Reading an OAuth state',
-      () => this.#repo.findOne({ where: { key } }),
+      // On the primary (see onPrimary): a replica may not have the state written at /login yet.
+      () =>
+        onPrimary(this.#dataSource, (m) => m.findOne(AtProtoOAuthStateEntity, { where: { key } })),
       this.#options.retry,
     );
     if (!row || row.expiresAt.getTime() <= this.#now()) return undefined;

@@ -1,0 +1,187 @@
+/**
+ * Writes retried after an ambiguous failure: the connection is lost after the statement
+ * committed (the reply never reaches the driver), so the store retries a write that already
+ * happened. The result must say what happened: a login whose app-session INSERT landed is a
+ * success, a revocation that landed is "revoked", a fenced session write that landed
+ * resolves its new version. A TCP proxy between the DataSource and the database forwards
+ * the statement, swallows the server's reply and cuts the connection.
+ */
+import { randomBytes } from 'node:crypto';
+import { DataSource, type DataSourceOptions } from 'typeorm';
+import { AtProtoStoreError } from '../../lib/errors/at-proto-store.error.js';
+import { atProtoEntities } from '../../lib/storage/entities/index.js';
+import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
+import type { AppSessionRecord } from '../../lib/storage/store.interface.js';
+import {
+  isTransientDatabaseError,
+  type TransientRetryOptions,
+} from '../../lib/storage/transient-retry.js';
+import { TypeOrmAppSessionStore } from '../../lib/storage/typeorm/typeorm-app-session.store.js';
+import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.store.js';
+import { createTestDatabase } from '../support/databases.js';
+import { installTestKeyRing } from '../support/key-ring.js';
+import { p, q, randomDid, sessionValue } from '../support/raw-sql.js';
+import { CuttingProxy } from './fault-proxy.js';
+
+installTestKeyRing();
+
+const HOUR = 3_600_000;
+
+function record(did: string, now = Date.now()): AppSessionRecord {
+  return {
+    id: randomBytes(32).toString('hex'),
+    did,
+    createdAt: new Date(now),
+    expiresAt: new Date(now + 24 * HOUR),
+    lastSeenAt: new Date(now),
+    revokedAt: null,
+    userAgent: 'retried-writes',
+  };
+}
+
+describe.each(['postgres', 'mariadb'] as const)(
+  'writes retried after a lost reply on %s',
+  (dialect) => {
+    let proxy: CuttingProxy;
+    let viaProxy: DataSource;
+    let direct: DataSource;
+    let drop: () => Promise<void>;
+    const retried: unknown[] = [];
+    const retry: TransientRetryOptions = {
+      baseDelayMs: 20,
+      maxElapsedMs: 10_000,
+      onRetry: (error) => retried.push(error),
+    };
+    const t = (name: string) => q(dialect, name);
+
+    beforeAll(async () => {
+      const db = await createTestDatabase(dialect, 'retried_writes');
+      drop = db.drop;
+      direct = new DataSource({
+        ...db.options,
+        entities: [...atProtoEntities],
+        migrations: atProtoMigrations(),
+        migrationsRun: true,
+      });
+      await direct.initialize();
+      proxy = await CuttingProxy.start({
+        host: '127.0.0.1',
+        port: dialect === 'postgres' ? 5432 : 3306,
+      });
+      viaProxy = new DataSource({
+        ...db.options,
+        port: proxy.port,
+        entities: [...atProtoEntities],
+      } as DataSourceOptions);
+      await viaProxy.initialize();
+    });
+    afterAll(async () => {
+      await viaProxy?.destroy().catch(() => undefined);
+      await proxy?.close();
+      await direct?.destroy();
+      await drop?.();
+    });
+    beforeEach(() => {
+      retried.length = 0;
+    });
+
+    async function appRows(id: string): Promise<Array<{ did: string }>> {
+      return (await direct.query(
+        `SELECT ${t('did')} AS ${t('did')} FROM ${t('atproto_app_session')} WHERE ${t('id')} = ${p(dialect, 1)}`,
+        [id],
+      )) as Array<{ did: string }>;
+    }
+
+    it('create: the INSERT committed but its reply was lost; the retry finds our row and login succeeds', async () => {
+      const store = new TypeOrmAppSessionStore(viaProxy, { retry });
+      const r = record(randomDid());
+      const cut = proxy.cutNext(/INSERT INTO .atproto_app_session/, 'after-reply');
+      await store.create(r);
+      await cut;
+      expect(retried.length).toBeGreaterThanOrEqual(1);
+      expect(retried.every(isTransientDatabaseError)).toBe(true);
+      expect(await appRows(r.id)).toEqual([{ did: r.did }]);
+      expect(await store.get(r.id)).toEqual(r);
+    });
+
+    it('create: on a retry, a row with our id but another DID is not ours: still an error', async () => {
+      const store = new TypeOrmAppSessionStore(viaProxy, { retry });
+      const r = record(randomDid());
+      const intruder = randomDid();
+      // The first attempt never reaches the server; before the retry, another writer inserts
+      // a row with the same id for another DID.
+      const cut = proxy.cutNext(/INSERT INTO .atproto_app_session/, 'before-request', async () => {
+        await new TypeOrmAppSessionStore(direct).create({ ...r, did: intruder });
+      });
+      const error = await store.create(r).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      await cut;
+      expect(retried.length).toBeGreaterThanOrEqual(1);
+      expect(error).toBeInstanceOf(AtProtoStoreError);
+      expect((error as Error).message).toMatch(/already exists/);
+      expect(await appRows(r.id)).toEqual([{ did: intruder }]);
+    });
+
+    it('create: a duplicate id on the first attempt is an error (AtProtoStoreError), never a success', async () => {
+      const store = new TypeOrmAppSessionStore(viaProxy, { retry });
+      const r = record(randomDid());
+      await store.create(r);
+      await expect(store.create(r)).rejects.toBeInstanceOf(AtProtoStoreError);
+      expect(retried).toEqual([]);
+    });
+
+    it('revoke: the UPDATE committed but its reply was lost; revoke still resolves true', async () => {
+      const store = new TypeOrmAppSessionStore(viaProxy, { retry });
+      const r = record(randomDid());
+      await store.create(r);
+      const at = new Date(Date.now() + 1);
+      const cut = proxy.cutNext(/UPDATE .atproto_app_session. SET .revoked_at/, 'after-reply');
+      expect(await store.revoke(r.id, at)).toBe(true);
+      await cut;
+      expect(retried.length).toBeGreaterThanOrEqual(1);
+      expect((await store.get(r.id))?.revokedAt).toEqual(at);
+      // A second revocation (another timestamp) is not ours.
+      expect(await store.revoke(r.id, new Date(at.getTime() + 1))).toBe(false);
+    });
+
+    it('revokeAllForDid: the UPDATE committed but its reply was lost; resolves the sessions it revoked', async () => {
+      const store = new TypeOrmAppSessionStore(viaProxy, { retry });
+      const did = randomDid();
+      await store.create(record(did));
+      await store.create(record(did));
+      const at = new Date(Date.now() + 2);
+      const cut = proxy.cutNext(/UPDATE .atproto_app_session. SET .revoked_at/, 'after-reply');
+      expect(await store.revokeAllForDid(did, at)).toBe(2);
+      await cut;
+      expect(retried.length).toBeGreaterThanOrEqual(1);
+      expect(await store.listForDid(did)).toEqual([]);
+    });
+
+    it('setIfVersion: the UPDATE committed but its reply was lost; resolves the new version, not "fenced out"', async () => {
+      const store = new TypeOrmSessionStore(viaProxy, { ttlMs: HOUR, retry });
+      const did = randomDid();
+      await store.set(did, sessionValue(did));
+      const { version } = (await store.getVersioned(did))!;
+      const next = sessionValue(did);
+      const cut = proxy.cutNext(/UPDATE .atproto_oauth_session. SET/, 'after-reply');
+      expect(await store.setIfVersion(did, next, version)).toBe(version + 1);
+      await cut;
+      expect(retried.length).toBeGreaterThanOrEqual(1);
+      expect(await store.getVersioned(did)).toMatchObject({ value: next, version: version + 1 });
+    });
+
+    it('delIfVersion: the DELETE committed but its reply was lost; resolves true', async () => {
+      const store = new TypeOrmSessionStore(viaProxy, { ttlMs: HOUR, retry });
+      const did = randomDid();
+      await store.set(did, sessionValue(did));
+      const { version } = (await store.getVersioned(did))!;
+      const cut = proxy.cutNext(/DELETE FROM .atproto_oauth_session/, 'after-reply');
+      expect(await store.delIfVersion(did, version)).toBe(true);
+      await cut;
+      expect(retried.length).toBeGreaterThanOrEqual(1);
+      expect(await store.get(did)).toBeUndefined();
+    });
+  },
+);
