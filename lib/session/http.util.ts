@@ -19,6 +19,12 @@ function header(req: HttpRequestLike, name: string): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
+/** Every value of a header (Node gives an array for some repeated headers). */
+function values(req: HttpRequestLike, name: string): string[] {
+  const value = req.headers[name];
+  return value === undefined ? [] : Array.isArray(value) ? value : [value];
+}
+
 /** @internal */
 export function readCookie(req: HttpRequestLike, name: string): string | undefined {
   const raw = header(req, 'cookie');
@@ -90,14 +96,39 @@ export function isCrossSiteRequest(req: HttpRequestLike, appOrigin: string): boo
   return false;
 }
 
+/** The origin of a URL or origin string, or `undefined` when it is not one (e.g. `null`). */
+function originOf(value: string): string | undefined {
+  if (!URL.canParse(value)) return undefined;
+  const { origin } = new URL(value);
+  // Opaque origins (data:, file: and the like) serialize as "null": never the app's.
+  return origin === 'null' ? undefined : origin;
+}
+
 /**
- * Whether a navigation was started by another site (`Sec-Fetch-Site: cross-site` or
- * `same-site`). Typed URLs and bookmarks say `none`; old browsers send nothing and pass.
+ * Whether a navigation (`GET /login`) was started by another site, which must not start a
+ * login in the user's browser (login CSRF).
+ *
+ * - `Sec-Fetch-Site`, sent by every current browser, decides when present: `cross-site` and
+ *   `same-site` are refused; `same-origin` and `none` (typed URL, bookmark) pass.
+ * - Without it (older browsers), `Origin` and then `Referer`: the navigation is refused when
+ *   either is present and is not `appOrigin` (an opaque `Origin: null` or a value that is not
+ *   a URL included; every value of a repeated header must match).
+ * - With none of them (a typed URL or a bookmark in an older browser) it passes.
+ *
+ * Not covered: an older browser that sends neither `Origin` nor `Referer` for a cross-site
+ * link (a page with `Referrer-Policy: no-referrer`, or a link opened from another app)
+ * passes, as a typed URL does.
  * @internal
  */
-export function isCrossSiteNavigation(req: HttpRequestLike): boolean {
+export function isCrossSiteNavigation(req: HttpRequestLike, appOrigin: string): boolean {
   const site = header(req, 'sec-fetch-site');
-  return site === 'cross-site' || site === 'same-site';
+  if (site === 'cross-site' || site === 'same-site') return true;
+  if (site === 'same-origin' || site === 'none') return false;
+  // No Fetch Metadata (or a value the specification does not define): judge by the others.
+  const ours = originOf(appOrigin) ?? appOrigin;
+  const foreign = (name: string) =>
+    values(req, name).some((value) => value !== '' && originOf(value) !== ours);
+  return foreign('origin') || foreign('referer');
 }
 
 /** Whether the client would rather get a page (form submit) than JSON. @internal */
