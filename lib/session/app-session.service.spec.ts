@@ -108,6 +108,30 @@ describe('AppSessionService', () => {
     expect(await s.hasActive(did)).toBe(false);
   });
 
+  it.each([0, 2000])(
+    'revoke(id, { did }) ends only a session of that DID (cache TTL %i ms)',
+    async (cacheTtlMs) => {
+      const s = service(new CountingStore(), cacheTtlMs);
+      const bob = 'did:plc:bbbbbbbbbbbbbbbbbbbbbbbb';
+      const alice = await s.create(did, 'alice phone');
+      const bobs = await s.create(bob, 'bob laptop');
+      expect(await s.validate(alice.token)).toBeDefined(); // cached when the TTL is on
+      // Bob's "devices" page posts Alice's session id: refused, and nothing changes.
+      expect(await s.revoke(alice.session.id, { did: bob })).toBe(false);
+      expect(await s.validate(alice.token)).toBeDefined();
+      expect((await s.list(did)).map((x) => x.id)).toEqual([alice.session.id]);
+      // Unknown ids are refused the same way.
+      expect(await s.revoke('0'.repeat(64), { did: bob })).toBe(false);
+      expect(await s.revoke('not an id', { did: bob })).toBe(false);
+      // The owner can.
+      expect(await s.revoke(bobs.session.id, { did: bob })).toBe(true);
+      expect(await s.validate(bobs.token)).toBeUndefined();
+      expect(await s.revoke(alice.session.id, { did })).toBe(true);
+      expect(await s.validate(alice.token)).toBeUndefined();
+      expect(await s.revoke(alice.session.id, { did })).toBe(false); // already revoked
+    },
+  );
+
   it.each(['', 'short', `${'a'.repeat(43)}=`, 'ä'.repeat(43)])(
     'treats malformed token %j as no session',
     async (t) => {

@@ -101,8 +101,26 @@ export class AppSessionService {
     return toInfo(record);
   }
 
-  /** Revokes one session; resolves `true` if it was active. */
-  revoke(sessionId: string): Promise<boolean> {
+  /**
+   * Revokes one session; resolves `true` if it was active.
+   *
+   * A page that lets users end sessions (an "active devices" page) must pass `owner`, the
+   * signed-in user's DID: the id comes from the request, and without the owner any user
+   * could end another user's session by its id. With `owner`, a session of another DID (or
+   * an unknown id) is left untouched and the call resolves `false`. The one-argument form
+   * is for callers that hold an id they got from a validated session.
+   *
+   * @example
+   * // POST /devices/:id/revoke, behind AtProtoAuthGuard
+   * await appSessions.revoke(params.id, { did: auth.did });
+   */
+  async revoke(sessionId: string, owner?: { did: string }): Promise<boolean> {
+    if (owner !== undefined) {
+      // The DID of a session is set when it is created and no store operation changes it,
+      // so checking it first and revoking by id afterwards cannot end someone else's session.
+      const record = await this.store.get(sessionId);
+      if (!record || record.did !== owner.did) return false;
+    }
     this.#cache.delete(sessionId);
     this.#remember(this.#revokedIds, sessionId);
     return this.store.revoke(sessionId, new Date());
