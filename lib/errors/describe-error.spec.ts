@@ -64,6 +64,13 @@ describe('sanitizeLogText', () => {
     expect(sanitizeLogText(`[${raw}]`)).toBe(`[${escaped}]`);
   });
 
+  it('is idempotent, so text sanitized twice (log line and event) reads the same', () => {
+    for (const text of ['a\nb\x1b[0m\u2028', 'é'.repeat(600), '\n'.repeat(200)]) {
+      const once = sanitizeLogText(text);
+      expect(sanitizeLogText(once)).toBe(once);
+    }
+  });
+
   it('never cuts an escape or a surrogate pair in two when capping', () => {
     for (let pad = 490; pad < 500; pad++) {
       for (const tail of ['\n\n\n\n', '😀😀😀😀']) {
