@@ -217,6 +217,9 @@ async function reencryptTable(
 
   let after: unknown;
   for (;;) {
+    // dataSource.query() runs on the primary ('master') even with TypeORM `replication`
+    // configured (only query builders read from replicas by default): a replica could hand
+    // back a row older than the primary's, whose guard would then never match (`skipped`).
     const rows: Array<Record<string, unknown>> = await withTransientRetry(
       `Reading ${spec.table} for re-encryption`,
       () =>

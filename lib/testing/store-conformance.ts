@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import type { NodeSavedSession, NodeSavedState } from '@atproto/oauth-client-node';
-import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
+import {
+  type AtProtoSessionStore,
+  type AtProtoStateStore,
+  type AtProtoVersionedSessionStore,
+  isVersionedSessionStore,
+} from '../storage/store.interface.js';
 
 /**
  * What the conformance suite hands a store factory: build the store with this TTL and
@@ -40,6 +45,15 @@ export interface StoreConformanceOptions {
   createSessionStore?: (
     ctx: StoreConformanceContext,
   ) => AtProtoSessionStore | Promise<AtProtoSessionStore>;
+  /**
+   * Whether the session store implements the fenced writes of
+   * `AtProtoVersionedSessionStore` (`getVersioned`, `setIfVersion`, `delIfVersion`):
+   * `true` runs their cases and fails if a method is missing; `false` leaves them out. By
+   * default their cases run, and pass at once for a store that has none of the three
+   * methods (the module then falls back to `get/set/del`); a store with only some of them
+   * fails.
+   */
+  fencedWrites?: boolean;
   /** Test functions; defaults to the global `describe` and `it`. */
   testApi?: ConformanceTestApi;
   /** Per-test timeout in milliseconds, passed to `it`. @default 30000 */
@@ -61,7 +75,11 @@ const TTL_MS = 60_000;
  *
  * It checks: round trip, missing keys, overwrite, delete, expiry, concurrent writes to one
  * key, keys that differ only in case, values larger than 64 KiB, and (for session stores)
- * that malformed or non-ASCII DIDs and values belonging to another DID are rejected.
+ * that malformed or non-ASCII DIDs and values belonging to another DID are rejected. For a
+ * session store with fenced writes (see `fencedWrites`): versions grow on every write,
+ * `setIfVersion` replaces only the version read and never inserts, `delIfVersion` deletes
+ * only the version read, one of concurrent fenced writes of a version wins, and a session
+ * deleted and written again does not take back a version of the deleted one.
  * @publicApi
  */
 export function defineStoreConformanceTests(options: StoreConformanceOptions): void {
@@ -131,7 +149,214 @@ export function defineStoreConformanceTests(options: StoreConformanceOptions): v
         timeout,
       );
     });
+
+    if (options.fencedWrites !== false) {
+      const required = options.fencedWrites === true;
+      api.describe(`${options.name}: OAuth session store fenced writes`, () => {
+        fencedWriteCases(api, timeout, get, required, () => clock, advance);
+      });
+    }
   }
+}
+
+function fencedWriteCases(
+  api: ConformanceTestApi,
+  timeout: number,
+  store: () => Promise<AtProtoSessionStore>,
+  required: boolean,
+  clock: () => number,
+  advance: (ms: number) => void,
+): void {
+  /** The store, or undefined when it has none of the methods and they are not required. */
+  const versioned = async (): Promise<AtProtoVersionedSessionStore | undefined> => {
+    const s = await store();
+    if (isVersionedSessionStore(s)) return s;
+    const partial = s as Partial<AtProtoVersionedSessionStore>;
+    const some = [partial.getVersioned, partial.setIfVersion, partial.delIfVersion].some(
+      (m) => typeof m === 'function',
+    );
+    assert.ok(
+      !required && !some,
+      'the session store must implement getVersioned, setIfVersion and delIfVersion' +
+        (some ? ' (it has only some of them)' : ''),
+    );
+    return undefined;
+  };
+  const version = async (s: AtProtoVersionedSessionStore, key: string): Promise<number> => {
+    const read = await s.getVersioned(key);
+    assert.ok(read, `a session is stored for ${key}`);
+    return read.version;
+  };
+
+  api.it(
+    'getVersioned: the value, a non-negative integer version and the write time; undefined when missing',
+    async () => {
+      const s = await versioned();
+      if (!s) return;
+      const k = did();
+      assert.equal(await s.getVersioned(k), undefined);
+      const v = sessionValue(k, 0);
+      const writtenAt = clock();
+      await s.set(k, v);
+      const read = await s.getVersioned(k);
+      assert.ok(read);
+      assert.deepEqual(read.value, v);
+      assert.ok(Number.isSafeInteger(read.version) && read.version >= 0, 'integer version');
+      assert.ok(read.updatedAt instanceof Date);
+      assert.equal(read.updatedAt.getTime(), writtenAt, 'updatedAt is the time of the write');
+    },
+    timeout,
+  );
+
+  api.it(
+    'every write increases the version, and setIfVersion resolves the version it wrote',
+    async () => {
+      const s = await versioned();
+      if (!s) return;
+      const k = did();
+      await s.set(k, sessionValue(k, 0));
+      const v1 = await version(s, k);
+      advance(10);
+      await s.set(k, sessionValue(k, 1));
+      const v2 = await version(s, k);
+      assert.ok(v2 > v1, `a set increases the version (${v1} then ${v2})`);
+      advance(10);
+      const v3 = await s.setIfVersion(k, sessionValue(k, 2), v2);
+      assert.ok(v3 !== undefined && v3 > v2, `setIfVersion increases it (${v2} then ${v3})`);
+      assert.equal(await version(s, k), v3);
+      const read = await s.getVersioned(k);
+      assert.equal(read?.updatedAt.getTime(), clock(), 'setIfVersion sets updatedAt');
+    },
+    timeout,
+  );
+
+  api.it(
+    'setIfVersion replaces only the version read: a stale version is fenced out and changes nothing',
+    async () => {
+      const s = await versioned();
+      if (!s) return;
+      const k = did();
+      await s.set(k, sessionValue(k, 0));
+      const stale = await version(s, k);
+      const current = sessionValue(k, 1);
+      await s.set(k, current);
+      assert.equal(await s.setIfVersion(k, sessionValue(k, 2), stale), undefined);
+      assert.deepEqual(await s.get(k), current);
+
+      const fresh = sessionValue(k, 3);
+      assert.notEqual(await s.setIfVersion(k, fresh, await version(s, k)), undefined);
+      assert.deepEqual(await s.get(k), fresh);
+      advance(TTL_MS - 1000);
+      assert.deepEqual(await s.get(k), fresh, 'setIfVersion renews the TTL like set');
+    },
+    timeout,
+  );
+
+  api.it(
+    'setIfVersion never inserts: not for a missing session, one deleted meanwhile, or one expired',
+    async () => {
+      const s = await versioned();
+      if (!s) return;
+      const missing = did();
+      assert.equal(await s.setIfVersion(missing, sessionValue(missing, 0), 0), undefined);
+      assert.equal(await s.setIfVersion(missing, sessionValue(missing, 0), 1), undefined);
+      assert.equal(await s.get(missing), undefined);
+
+      const deleted = did();
+      await s.set(deleted, sessionValue(deleted, 0));
+      const v = await version(s, deleted);
+      await s.del(deleted);
+      assert.equal(await s.setIfVersion(deleted, sessionValue(deleted, 1), v), undefined);
+      assert.equal(await s.get(deleted), undefined);
+
+      const expired = did();
+      await s.set(expired, sessionValue(expired, 0));
+      const e = await version(s, expired);
+      advance(TTL_MS + 1000);
+      assert.equal(await s.setIfVersion(expired, sessionValue(expired, 1), e), undefined);
+      assert.equal(await s.get(expired), undefined);
+    },
+    timeout,
+  );
+
+  api.it(
+    'delIfVersion deletes only the version read, and resolves whether it deleted',
+    async () => {
+      const s = await versioned();
+      if (!s) return;
+      const k = did();
+      await s.set(k, sessionValue(k, 0));
+      const stale = await version(s, k);
+      const current = sessionValue(k, 1);
+      await s.set(k, current);
+      assert.equal(await s.delIfVersion(k, stale), false);
+      assert.deepEqual(await s.get(k), current);
+      assert.equal(await s.delIfVersion(k, await version(s, k)), true);
+      assert.equal(await s.get(k), undefined);
+      assert.equal(await s.delIfVersion(k, stale), false);
+      assert.equal(await s.delIfVersion(did(), 1), false);
+    },
+    timeout,
+  );
+
+  api.it(
+    'of concurrent fenced writes of one version, exactly one wins',
+    async () => {
+      const s = await versioned();
+      if (!s) return;
+      const k = did();
+      await s.set(k, sessionValue(k, 0));
+      const v = await version(s, k);
+      const values = Array.from({ length: 16 }, (_, i) => sessionValue(k, i + 1));
+      const results = await Promise.all(values.map((value) => s.setIfVersion(k, value, v)));
+      const winners = results.flatMap((r, i) => (r === undefined ? [] : [i]));
+      assert.equal(winners.length, 1, `one winner, got ${winners.length}`);
+      assert.deepEqual(await s.get(k), values[winners[0]!]);
+      assert.equal(await version(s, k), results[winners[0]!]);
+    },
+    timeout,
+  );
+
+  api.it(
+    "a session deleted and written again (a new login) does not take back the deleted one's version",
+    async () => {
+      const s = await versioned();
+      if (!s) return;
+      const k = did();
+      await s.set(k, sessionValue(k, 0));
+      const old = await version(s, k);
+      await s.del(k);
+      advance(1000); // a new login comes at least a second later
+      const login = sessionValue(k, 1);
+      await s.set(k, login);
+      assert.notEqual(await version(s, k), old);
+      assert.equal(await s.setIfVersion(k, sessionValue(k, 2), old), undefined);
+      assert.equal(await s.delIfVersion(k, old), false);
+      assert.deepEqual(await s.get(k), login);
+    },
+    timeout,
+  );
+
+  api.it(
+    'rejects a version that is not a non-negative integer, a malformed DID, and a session of another DID',
+    async () => {
+      const s = await versioned();
+      if (!s) return;
+      const k = did();
+      await s.set(k, sessionValue(k, 0));
+      for (const bad of [-1, 1.5, Number.NaN]) {
+        await assert.rejects(() => s.setIfVersion(k, sessionValue(k, 1), bad), /version/);
+        await assert.rejects(() => s.delIfVersion(k, bad), /version/);
+      }
+      await assert.rejects(() => s.getVersioned('not-a-did'), /DID/);
+      await assert.rejects(() => s.setIfVersion('not-a-did', sessionValue(k, 0), 1), /DID/);
+      await assert.rejects(() => s.delIfVersion('not-a-did', 1), /DID/);
+      const v = await version(s, k);
+      await assert.rejects(() => s.setIfVersion(k, sessionValue(did(), 0), v), /DID/);
+      assert.equal(await version(s, k), v);
+    },
+    timeout,
+  );
 }
 
 function keyValueCases<V>(

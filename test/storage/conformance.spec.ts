@@ -14,6 +14,7 @@ defineStoreConformanceTests({
   name: 'memory',
   createStateStore: (ctx) => new MemoryStateStore(ctx),
   createSessionStore: (ctx) => new MemorySessionStore(ctx),
+  fencedWrites: true,
 });
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -43,5 +44,6 @@ for (const dialect of DIALECTS) {
     name: `typeorm on ${dialect}`,
     createStateStore: async (ctx) => new TypeOrmStateStore(await dataSource(), ctx),
     createSessionStore: async (ctx) => new TypeOrmSessionStore(await dataSource(), ctx),
+    fencedWrites: true,
   });
 }

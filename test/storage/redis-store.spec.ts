@@ -21,6 +21,7 @@ import { randomKey } from '../support/key-ring.js';
 import { encodings, jwkD, jwkDEncodings, leaks, openEnvelope } from '../support/secret-needles.js';
 import { dpopPrivateJwk, randomDid, secret, sessionValue, stateValue } from '../support/raw-sql.js';
 import { OwnRedis } from '../support/redis-server.js';
+import { CuttingProxy } from './fault-proxy.js';
 
 const KEY_ID = 'redis-2026';
 const KEY = randomKey();
@@ -53,6 +54,7 @@ defineStoreConformanceTests({
   createStateStore: (ctx) => new RedisStateStore(shared, { ...ctx, keyPrefix: `${PREFIX}conf:` }),
   createSessionStore: (ctx) =>
     new RedisSessionStore(shared, { ...ctx, keyPrefix: `${PREFIX}conf:` }),
+  fencedWrites: true,
 });
 
 describe('Redis stores at rest', () => {
@@ -80,8 +82,14 @@ describe('Redis stores at rest', () => {
     );
     const values = await Promise.all(keys.map((k) => shared.get(k)));
     const dump = keys.map((k, i) => `${k} => ${values[i]}`).join('\n');
-    for (const v of values)
-      expect(v).toMatch(/^v1\.redis-2026\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+$/);
+    // A session: `#<version>:<updatedAt>:<expiresAt>:` and the envelope; a state: the envelope.
+    for (const [i, v] of values.entries()) {
+      expect(v).toMatch(
+        keys[i]!.includes(':session:')
+          ? /^#\d+:\d+:\d+:v1\.redis-2026\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+$/
+          : /^v1\.redis-2026\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+$/,
+      );
+    }
 
     const needles = [
       ...encodings('access token', accessToken),
@@ -93,14 +101,17 @@ describe('Redis stores at rest', () => {
     expect(leaks(dump, needles)).toEqual([]);
   });
 
-  it('writes the documented envelope, bound to "redis:" + the full key, with the expiry inside', async () => {
+  it('writes the documented value: version, write time and expiry, then the envelope bound to "redis:" + the full key', async () => {
     const did = randomDid();
     const session = sessionValue(did);
     const before = Date.now();
     await sessions.set(did, session);
     const key = `${prefix}session:${did}`;
+    const [, version, updatedAt, expiresAt, envelope] = /^#(\d+):(\d+):(\d+):(.+)$/.exec(
+      (await shared.get(key))!,
+    )!;
     const payload = JSON.parse(
-      openEnvelope((await shared.get(key))!, `redis:${key}`, { id: KEY_ID, base64: KEY }),
+      openEnvelope(envelope!, `redis:${key}`, { id: KEY_ID, base64: KEY }),
     ) as {
       e: number;
       v: unknown;
@@ -108,6 +119,80 @@ describe('Redis stores at rest', () => {
     expect(payload.v).toEqual(session);
     expect(payload.e).toBeGreaterThanOrEqual(before + SESSION_TTL);
     expect(payload.e).toBeLessThanOrEqual(Date.now() + SESSION_TTL);
+    expect(Number(expiresAt)).toBe(payload.e);
+    expect(Number(updatedAt)).toBe(payload.e - SESSION_TTL);
+    expect(await sessions.getVersioned(did)).toEqual({
+      value: session,
+      version: Number(version),
+      updatedAt: new Date(Number(updatedAt)),
+    });
+  });
+
+  /** A session value as 0.1.0 wrote it: the bare envelope of `{ e, v }`, with `PX`. */
+  async function writeLegacy(did: string, value: unknown, writtenAt: number): Promise<void> {
+    const key = `${prefix}session:${did}`;
+    const envelope = ring.encrypt(
+      JSON.stringify({ e: writtenAt + SESSION_TTL, v: value }),
+      `redis:${key}`,
+    );
+    await shared.set(key, envelope, 'PX', SESSION_TTL);
+  }
+
+  it('reads a session written by 0.1.0 (a bare envelope) as version 0, written at its expiry less the retention', async () => {
+    const did = randomDid();
+    const value = sessionValue(did);
+    const writtenAt = Date.now() - 60_000;
+    await writeLegacy(did, value, writtenAt);
+    expect(await sessions.get(did)).toEqual(value);
+    expect(await sessions.getVersioned(did)).toEqual({
+      value,
+      version: 0,
+      updatedAt: new Date(writtenAt),
+    });
+  });
+
+  it('replaces a 0.1.0 session by a fenced write of version 0, or by a set, in the new form with its TTL', async () => {
+    const fenced = randomDid();
+    await writeLegacy(fenced, sessionValue(fenced), Date.now());
+    await shared.pexpire(`${prefix}session:${fenced}`, 10_000);
+    const next = sessionValue(fenced);
+    expect(await sessions.setIfVersion(fenced, sessionValue(fenced), 1)).toBeUndefined();
+    expect(await sessions.setIfVersion(fenced, next, 0)).toBe(1);
+    expect(await sessions.getVersioned(fenced)).toMatchObject({ value: next, version: 1 });
+    expect(await shared.get(`${prefix}session:${fenced}`)).toMatch(/^#1:\d+:\d+:v1\./);
+    expect(await shared.pttl(`${prefix}session:${fenced}`)).toBeGreaterThan(SESSION_TTL - 5000);
+
+    const plain = randomDid();
+    await writeLegacy(plain, sessionValue(plain), Date.now());
+    await sessions.set(plain, sessionValue(plain));
+    expect((await sessions.getVersioned(plain))?.version).toBe(1);
+
+    const deleted = randomDid();
+    await writeLegacy(deleted, sessionValue(deleted), Date.now());
+    expect(await sessions.delIfVersion(deleted, 1)).toBe(false);
+    expect(await sessions.delIfVersion(deleted, 0)).toBe(true);
+    expect(await shared.exists(`${prefix}session:${deleted}`)).toBe(0);
+  });
+
+  it('sets the key TTL on fenced writes too, and leaves it alone when fenced out', async () => {
+    const did = randomDid();
+    await sessions.set(did, sessionValue(did));
+    const key = `${prefix}session:${did}`;
+    const { version } = (await sessions.getVersioned(did))!;
+    await shared.pexpire(key, 10_000);
+    expect(await sessions.setIfVersion(did, sessionValue(did), version - 1)).toBeUndefined();
+    expect(await shared.pttl(key)).toBeLessThanOrEqual(10_000);
+    expect(await sessions.setIfVersion(did, sessionValue(did), version)).toBe(version + 1);
+    expect(await shared.pttl(key)).toBeGreaterThan(SESSION_TTL - 5000);
+  });
+
+  it('refuses a session value whose version header is malformed', async () => {
+    const did = randomDid();
+    await sessions.set(did, sessionValue(did));
+    const key = `${prefix}session:${did}`;
+    const stored = (await shared.get(key))!;
+    await shared.set(key, stored.replace(/^#\d+:/, '#x:'));
+    await expect(sessions.get(did)).rejects.toThrow(/malformed version header/);
   });
 
   it('sets the key TTL (PTTL) from the store TTL: retention for sessions, state lifetime for states', async () => {
@@ -151,7 +236,7 @@ describe('Redis stores at rest', () => {
     const store = new RedisSessionStore(shared, { ttlMs: 60_000, keyPrefix: prefix, keyRing: own });
     const did = randomDid();
     await store.set(did, sessionValue(did));
-    expect(await shared.get(`${prefix}session:${did}`)).toMatch(/^v1\.own\./);
+    expect(await shared.get(`${prefix}session:${did}`)).toMatch(/^#\d+:\d+:\d+:v1\.own\./);
     expect((await store.get(did))?.tokenSet.sub).toBe(did);
     await expect(sessions.get(did)).rejects.toMatchObject({ reason: 'unknown-key' });
   });
@@ -257,6 +342,80 @@ describe('Redis stores across a Redis restart', () => {
     // GET on a hash: WRONGTYPE, a ReplyError that is not transient.
     await expect(states.get('type')).rejects.toThrow(/WRONGTYPE/);
     expect(retries).toBe(0);
+  });
+});
+
+describe('Redis session store: writes whose reply was lost', () => {
+  // A proxy in front of a redis-server of the test's own forwards the script, swallows
+  // Redis' reply and cuts the connection: the write ran, the client saw a lost connection.
+  // ioredis then either resends the command itself on reconnect (its default,
+  // autoResendUnfulfilledCommands) or fails it, and the store retries it: either way the
+  // script runs a second time, and must answer what the first run did.
+  let own: OwnRedis;
+  let proxy: CuttingProxy;
+  const clients: Redis[] = [];
+  beforeAll(async () => {
+    own = await OwnRedis.start();
+    proxy = await CuttingProxy.start({ host: '127.0.0.1', port: own.port });
+  });
+  afterAll(async () => {
+    for (const c of clients) c.disconnect();
+    await proxy?.close();
+    await own?.stop();
+  });
+
+  async function connect(options: Record<string, unknown>): Promise<Redis> {
+    const client = new Redis(proxy.port, '127.0.0.1', { retryStrategy: () => 50, ...options });
+    client.on('error', () => undefined);
+    clients.push(client);
+    if (client.status !== 'ready') await new Promise((r) => client.once('ready', r));
+    return client;
+  }
+
+  it.each([
+    ['ioredis resends the command on reconnect', {}],
+    [
+      'the command fails and the store retries it',
+      { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0 },
+    ],
+  ])('setIfVersion resolves the version it wrote, not "fenced out", when %s', async (_, opts) => {
+    const client = await connect(opts);
+    const retried: unknown[] = [];
+    const store = new RedisSessionStore(client, {
+      ttlMs: 60_000,
+      retry: { baseDelayMs: 20, onRetry: (e) => retried.push(e) },
+    });
+    const did = randomDid();
+    await store.set(did, sessionValue(did));
+    const { version } = (await store.getVersioned(did))!;
+    const next = sessionValue(did);
+    const cut = proxy.cutNext(/expires <= tonumber/, 'after-reply');
+    expect(await store.setIfVersion(did, next, version)).toBe(version + 1);
+    await cut;
+    expect(await store.getVersioned(did)).toMatchObject({ value: next, version: version + 1 });
+    // A plain set whose reply is lost moves the version once, not twice.
+    const cutSet = proxy.cutNext(/version = version \+ 1 else/, 'after-reply');
+    await store.set(did, sessionValue(did));
+    await cutSet;
+    expect((await store.getVersioned(did))?.version).toBe(version + 2);
+    if ('maxRetriesPerRequest' in opts) expect(retried.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('delIfVersion resolves true when its reply was lost and the store retried it', async () => {
+    const client = await connect({ autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0 });
+    const retried: unknown[] = [];
+    const store = new RedisSessionStore(client, {
+      ttlMs: 60_000,
+      retry: { baseDelayMs: 20, onRetry: (e) => retried.push(e) },
+    });
+    const did = randomDid();
+    await store.set(did, sessionValue(did));
+    const { version } = (await store.getVersioned(did))!;
+    const cut = proxy.cutNext(/redis.call\('DEL'/, 'after-reply');
+    expect(await store.delIfVersion(did, version)).toBe(true);
+    await cut;
+    expect(retried.length).toBeGreaterThanOrEqual(1);
+    expect(await store.get(did)).toBeUndefined();
   });
 });
 

@@ -27,3 +27,14 @@ export function assertValidKeyPrefix(prefix: unknown, what: string): asserts pre
     );
   }
 }
+
+/**
+ * {@link RedisCommandClient} plus `EVAL`, which the Redis session store needs: its writes
+ * compare and replace a session's version atomically in a Lua script. An ioredis `Redis`
+ * (or `Cluster`) client satisfies it as is.
+ * @publicApi
+ */
+export interface RedisScriptingClient extends RedisCommandClient {
+  /** `EVAL script numkeys key... arg...`: the script's reply. */
+  eval(script: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
+}
