@@ -47,3 +47,52 @@ for (const dialect of DIALECTS) {
     fencedWrites: true,
   });
 }
+
+describe('the conformance suite itself: fenced-write cases', () => {
+  /** Registers the suite for `store` with a test API that collects the cases. */
+  function collect(store: object, fencedWrites?: boolean) {
+    const cases: Array<{ name: string; body: () => Promise<void> }> = [];
+    let prefix = '';
+    defineStoreConformanceTests({
+      name: 'probe',
+      createSessionStore: () => store as MemorySessionStore,
+      fencedWrites,
+      testApi: {
+        describe: (name, body) => {
+          prefix = name;
+          body();
+        },
+        it: (name, body) => cases.push({ name: `${prefix} ${name}`, body }),
+      },
+    });
+    return cases.filter((c) => c.name.includes('fenced writes'));
+  }
+  const plain = () => {
+    const full = new MemorySessionStore({ ttlMs: 60_000 });
+    return {
+      get: (k: string) => full.get(k),
+      set: (k: string, v: Parameters<MemorySessionStore['set']>[1]) => full.set(k, v),
+      del: (k: string) => full.del(k),
+    };
+  };
+
+  it('fails a store that has only some of getVersioned, setIfVersion and delIfVersion', async () => {
+    const partial = { ...plain(), getVersioned: async () => undefined };
+    const cases = collect(partial);
+    expect(cases.length).toBeGreaterThan(5);
+    for (const c of cases) await expect(c.body()).rejects.toThrow(/only some of them/);
+  });
+
+  it('with fencedWrites: true, fails a store that has none of them', async () => {
+    for (const c of collect(plain(), true)) {
+      await expect(c.body()).rejects.toThrow(/must implement getVersioned/);
+    }
+  });
+
+  it('by default passes a store that has none of them (the module falls back to get/set/del), and leaves the cases out with fencedWrites: false', async () => {
+    const cases = collect(plain());
+    expect(cases.length).toBeGreaterThan(5);
+    for (const c of cases) await c.body();
+    expect(collect(plain(), false)).toEqual([]);
+  });
+});

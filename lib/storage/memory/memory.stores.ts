@@ -69,7 +69,7 @@ class MemoryKeyValueStore<V> implements AtProtoKeyValueStore<V> {
     this.#entries.delete(key);
   }
 
-  /** Deletes the value only if its version is `version` (expired or not). */
+  /** Deletes the value only if its version is `version`. */
   protected async deleteIfVersion(key: string, version: number): Promise<boolean> {
     this.validate(key);
     assertSessionVersion(version);
@@ -153,7 +153,6 @@ export class MemorySessionStore
     return this.writeIfVersion(did, value, version);
   }
 
-  /** Deletes only if the stored version is `version` (an expired session too: it is that version). */
   delIfVersion(did: string, version: number): Promise<boolean> {
     return this.deleteIfVersion(did, version);
   }
