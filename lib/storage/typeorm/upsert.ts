@@ -1,4 +1,5 @@
 import type { ObjectLiteral, Repository } from 'typeorm';
+import { AtProtoStoreError } from '../../errors/at-proto-store.error.js';
 
 // The three drivers have three different native UPSERTs, and TypeORM's `orUpdate` can only
 // copy the inserted values: it cannot increment a version column. Update-then-insert is
@@ -52,5 +53,8 @@ export async function upsertRow<E extends ObjectLiteral>(
       if (!isUniqueViolation(error)) throw error;
     }
   }
-  throw new Error('upsert did not converge: the row kept appearing and disappearing');
+  throw new AtProtoStoreError(
+    `Saving a row of ${repository.metadata.tableName} did not converge: it was deleted and ` +
+      `inserted again by other writers ${MAX_ROUNDS} times in a row. Retry the operation.`,
+  );
 }
