@@ -1,15 +1,27 @@
 import { Logger } from '@nestjs/common';
 import {
+  DEFAULT_LOCK_COMMAND_TIMEOUT_MS,
   RedlockRequestLock,
+  type RedisEvalClient,
   type RedlockLike,
+  type RedlockRequestLockOptions,
   type RedlockSettings,
 } from '../lock/redlock-request-lock.js';
 import { describeError } from '../errors/describe-error.js';
 import type { RedisCommandClient } from '../storage/redis/redis-client.js';
 import { loadOptional } from './optional-dependency.js';
 
+/**
+ * The `commandTimeout` of the lock connection (1.5 s): a command Redis has not answered by
+ * then rejects with "Command timed out", so that a stalled Redis (connected but silent)
+ * cannot hang the session lock, the Redis stores or the Redis OAuth caches, which share
+ * this connection. The lock races its own commands against the same bound.
+ * @internal
+ */
+export const LOCK_COMMAND_TIMEOUT_MS = DEFAULT_LOCK_COMMAND_TIMEOUT_MS;
+
 /** The ioredis client shape this module uses. @internal */
-export interface RedisClientLike extends RedisCommandClient {
+export interface RedisClientLike extends RedisCommandClient, RedisEvalClient {
   readonly status: string;
   quit(): Promise<unknown>;
   disconnect(): void;
@@ -24,12 +36,18 @@ type RedlockConstructor = new (
 ) => RedlockLike;
 
 /**
- * A Redis connection for the session lock: it fails fast instead of queueing commands while
- * disconnected (a request must get a clear 503, not hang), and keeps reconnecting in the
- * background. BullMQ gets its own connection, which needs the opposite settings.
+ * A Redis connection for the session lock (and the Redis stores and caches, which share
+ * it): it fails fast instead of queueing commands while disconnected (a request must get a
+ * clear 503, not hang), gives up on a command Redis does not answer within
+ * `commandTimeoutMs` ({@link LOCK_COMMAND_TIMEOUT_MS} by default), and keeps reconnecting
+ * in the background. BullMQ gets its own connections, which need the opposite settings
+ * (its workers block on purpose).
  * @internal
  */
-export async function createLockConnection(url: string): Promise<RedisClientLike> {
+export async function createLockConnection(
+  url: string,
+  options: { commandTimeoutMs?: number } = {},
+): Promise<RedisClientLike> {
   const { Redis } = await loadOptional<{ Redis: RedisConstructor }>('ioredis', 'The redis option');
   const logger = new Logger('AtProtoRedis');
   let lastError = '';
@@ -37,6 +55,7 @@ export async function createLockConnection(url: string): Promise<RedisClientLike
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
+    commandTimeout: options.commandTimeoutMs ?? LOCK_COMMAND_TIMEOUT_MS,
     retryStrategy: (times: number) => Math.min(times * 200, 2000),
   });
   client.on('error', (error: unknown) => {
@@ -60,17 +79,26 @@ export async function createLockConnection(url: string): Promise<RedisClientLike
   return client;
 }
 
-/** @internal */
+/**
+ * The module's distributed session lock on `client` (made by {@link createLockConnection}):
+ * its keys under `<keyPrefix>lock:`, failed extensions re-asserted through `client`, each
+ * command bounded by {@link LOCK_COMMAND_TIMEOUT_MS}. `overrides` are for tests.
+ * @internal
+ */
 export async function createRedlockRequestLock(
   client: RedisClientLike,
   keyPrefix = 'atproto:',
+  overrides: Pick<RedlockRequestLockOptions, 'ttlMs' | 'acquireTimeoutMs' | 'retryDelayMs'> = {},
 ): Promise<RedlockRequestLock> {
   const { default: Redlock } = await loadOptional<{ default: RedlockConstructor }>(
     'redlock',
     'The redis option (distributed session lock)',
   );
   return new RedlockRequestLock((settings) => new Redlock([client], settings), {
+    ...overrides,
     isAvailable: () => client.status === 'ready',
     keyPrefix: `${keyPrefix}lock:`,
+    redis: client,
+    commandTimeoutMs: LOCK_COMMAND_TIMEOUT_MS,
   });
 }
