@@ -39,6 +39,8 @@ import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
 import { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
 import { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
 import { createOAuthClient } from './oauth/oauth-client.factory.js';
+import { SessionLocks } from './oauth/session-locks.js';
+import { AtProtoHttpAdapterCheck } from './http/http-adapter.check.js';
 import type {
   AtProtoModuleExtras,
   AtProtoModuleOptions,
@@ -84,6 +86,7 @@ interface Stores {
 }
 
 const providers: Provider[] = [
+  AtProtoHttpAdapterCheck,
   {
     provide: AT_PROTO_OPTIONS,
     inject: [AT_PROTO_RAW_OPTIONS, AT_PROTO_MODULE_EXTRAS],
@@ -159,11 +162,16 @@ const providers: Provider[] = [
       options.redis ? createLockConnection(options.redis) : null,
   },
   {
+    provide: SessionLocks,
+    inject: [AtProtoRequestLock],
+    useFactory: (lock: AtProtoRequestLock) => new SessionLocks(lock),
+  },
+  {
     provide: AtProtoRequestLock,
     inject: [AT_PROTO_LOCK_CONNECTION, AT_PROTO_OPTIONS],
     useFactory: async (connection: RedisClientLike | null, options: ResolvedAtProtoOptions) =>
       connection
-        ? createRedlockRequestLock(connection, options.redisKeyPrefix)
+        ? createRedlockRequestLock(connection, options.redisKeyPrefix, lockTimings(options))
         : new LocalRequestLock(),
   },
   RedisShutdown,
@@ -173,14 +181,14 @@ const providers: Provider[] = [
     inject: [
       AT_PROTO_OPTIONS,
       AT_PROTO_STORES,
-      AtProtoRequestLock,
+      SessionLocks,
       AtProtoEvents,
       AT_PROTO_LOCK_CONNECTION,
     ],
     useFactory: (
       options: ResolvedAtProtoOptions,
       stores: Stores,
-      lock: AtProtoRequestLock,
+      lock: SessionLocks,
       events: AtProtoEvents,
       redis: RedisClientLike | null,
     ): NodeOAuthClient =>
@@ -269,4 +277,21 @@ function requireDataSource(dataSource: DataSource | null, name: string | undefin
     ],
     'AtProtoModule storage',
   );
+}
+
+/**
+ * The distributed lock's lifetime follows the HTTP time limit: a refresh's token request is
+ * sent only while the lock has at least `httpTimeout` + 1 s left (so that it cannot expire
+ * while the request is in flight, letting another instance replay the refresh token), and
+ * the lock is renewed every half lifetime. So half the lifetime must cover `httpTimeout` +
+ * 1 s, with 1 s more for the renewal's own round trip: 24 s with the default 10 s. A crashed
+ * holder's lock expires after at most that long; the wait for the lock is at least 6 s more.
+ * @internal
+ */
+export function lockTimings(options: Pick<ResolvedAtProtoOptions, 'httpTimeoutMs'>): {
+  ttlMs: number;
+  acquireTimeoutMs: number;
+} {
+  const ttlMs = 2 * (options.httpTimeoutMs + 1000) + 2000;
+  return { ttlMs, acquireTimeoutMs: Math.max(30_000, ttlMs + 6000) };
 }

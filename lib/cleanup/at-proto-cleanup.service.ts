@@ -47,6 +47,7 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, BeforeAppl
       batchSize: options.cleanup.batchSize,
       appSessionIdleTtlMs: options.appSession.idleTtlMs,
       revokedGraceMs: options.cleanup.revokedGraceMs,
+      revokeUnusedOAuthSessions: options.cleanup.revokeUnusedOAuthSessions,
     });
   }
 

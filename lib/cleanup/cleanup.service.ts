@@ -1,5 +1,4 @@
 import { Logger } from '@nestjs/common';
-import type { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import { describeError } from '../errors/describe-error.js';
 import type { CleanupResult, CleanupTarget } from './cleanup.interface.js';
 
@@ -14,13 +13,31 @@ export interface CleanupSettings {
   appSessionIdleTtlMs: number;
   /** Revoked app sessions are kept this long (for "recent devices" pages) before deletion. */
   revokedGraceMs: number;
+  /**
+   * Also revoke, on every run, OAuth sessions that no active app session uses (found by one
+   * anti-join per page), so that a revocation that failed before (Redis or the authorization
+   * server down at logout or in an earlier run) is retried. @default true
+   */
+  revokeUnusedOAuthSessions?: boolean;
+}
+
+/** What the runner asks of the OAuth side. */
+export interface CleanupRevoker {
+  /** See `AtProtoAuthService.revoke`: resolves whether it revoked; throws when it could not. */
+  revoke(did: string, ifUnused: { since: Date; inUse: () => Promise<boolean> }): Promise<boolean>;
 }
 
 /**
  * Deletes expired OAuth states, OAuth sessions past their retention, and ended app
- * sessions, batch by batch until none is left. When it removes a user's last app session,
- * it revokes the user's OAuth session at the authorization server (best effort, logged)
- * and deletes it. Safe to interrupt at any point: the next run continues where it stopped.
+ * sessions, batch by batch until none is left, and revokes the OAuth sessions that no
+ * active app session uses any more (the user's last device went).
+ *
+ * A revocation is decided again under the user's session lock right before it happens
+ * (`AtProtoAuthService.revoke` with `ifUnused`): a user who signs in again while the run is
+ * under way keeps the new session (it is in use, or was written after the run began).
+ * Only revocations that happened are counted; one that failed leaves the OAuth session in
+ * place and the next run tries again (the anti-join pass finds it). Safe to interrupt at any
+ * point: the next run continues where it stopped.
  * @internal
  */
 export class CleanupRunner {
@@ -28,7 +45,7 @@ export class CleanupRunner {
 
   constructor(
     private readonly target: CleanupTarget,
-    private readonly auth: Pick<AtProtoAuthService, 'revoke'>,
+    private readonly auth: CleanupRevoker,
     /** Whether an OAuth session is stored for a DID (in whichever store holds them). */
     private readonly hasOAuthSession: (did: string) => Promise<boolean>,
     private readonly settings: CleanupSettings,
@@ -52,28 +69,70 @@ export class CleanupRunner {
       idleBefore: now - this.settings.appSessionIdleTtlMs,
       revokedBefore: now - this.settings.revokedGraceMs,
     };
+    const tried = new Set<string>();
     for (;;) {
       const { deleted, dids } = await this.target.deleteEndedAppSessions(cutoffs, batchSize);
       if (deleted === 0) break;
       result.appSessions += deleted;
       // Checked per batch, right after the deletion, so that an interrupted run loses at most
-      // one batch's revocations (those OAuth sessions then expire with their retention).
+      // one batch's revocations (those are retried by the anti-join pass of the next run).
       for (const did of await this.target.didsWithoutActiveAppSession(dids, cutoffs)) {
-        try {
-          if (!(await this.hasOAuthSession(did))) continue;
-          await this.auth.revoke(did); // best effort at the server; always deletes locally
-          result.oauthSessionsRevoked++;
-        } catch (error) {
-          this.#logger.warn(`Cleanup could not revoke an OAuth session: ${describeError(error)}`);
-        }
+        if (tried.has(did)) continue;
+        tried.add(did);
+        if (!(await this.#hasSession(did))) continue;
+        if (await this.#revoke(did, cutoffs)) result.oauthSessionsRevoked++;
       }
     }
-    if (result.states + result.oauthSessions + result.appSessions > 0) {
+    if (this.settings.revokeUnusedOAuthSessions ?? true) {
+      for (let after: string | undefined; ;) {
+        const page = await this.target.oauthSessionsWithoutActiveAppSession(
+          cutoffs,
+          after,
+          batchSize,
+        );
+        for (const did of page) {
+          if (tried.has(did)) continue;
+          tried.add(did);
+          if (await this.#revoke(did, cutoffs)) result.oauthSessionsRevoked++;
+        }
+        if (page.length < batchSize) break;
+        after = page.at(-1);
+      }
+    }
+    if (
+      result.states + result.oauthSessions + result.appSessions + result.oauthSessionsRevoked >
+      0
+    ) {
       this.#logger.log(
         `Cleanup removed ${result.states} states, ${result.oauthSessions} OAuth sessions, ` +
           `${result.appSessions} app sessions; revoked ${result.oauthSessionsRevoked} OAuth sessions.`,
       );
     }
     return result;
+  }
+
+  async #hasSession(did: string): Promise<boolean> {
+    try {
+      return await this.hasOAuthSession(did);
+    } catch (error) {
+      this.#logger.warn(`Cleanup could not read an OAuth session: ${describeError(error)}`);
+      return false;
+    }
+  }
+
+  /** Revokes if still unused (decided under the DID's lock); failures are logged, not counted. */
+  async #revoke(did: string, cutoffs: { now: number; idleBefore: number }): Promise<boolean> {
+    try {
+      return await this.auth.revoke(did, {
+        since: new Date(cutoffs.now),
+        inUse: async () =>
+          (await this.target.didsWithoutActiveAppSession([did], cutoffs)).length === 0,
+      });
+    } catch (error) {
+      this.#logger.warn(
+        `Cleanup could not revoke an OAuth session; the next run tries again: ${describeError(error)}`,
+      );
+      return false;
+    }
   }
 }

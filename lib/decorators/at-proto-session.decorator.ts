@@ -1,13 +1,12 @@
 import {
   createParamDecorator,
   type ExecutionContext,
-  HttpException,
   type PipeTransform,
   ServiceUnavailableException,
   UnauthorizedException,
 } from '@nestjs/common';
 import type { OAuthSession } from '@atproto/oauth-client-node';
-import { AtProtoSessionUnavailableError } from '../errors/at-proto-http.errors.js';
+import { AT_PROTO_MESSAGES, toHttpException } from '../errors/to-http-exception.js';
 import type { AtProtoRequestAuth } from '../guards/at-proto-request-auth.js';
 import { requestAuth } from './request-auth.util.js';
 
@@ -19,17 +18,13 @@ class AtProtoSessionPipe implements PipeTransform<
   Promise<OAuthSession>
 > {
   async transform(auth: AtProtoRequestAuth | undefined): Promise<OAuthSession> {
-    if (!auth) throw new UnauthorizedException('Sign in to continue.');
+    if (!auth) throw new UnauthorizedException(AT_PROTO_MESSAGES.signIn);
     try {
       return await auth.restore();
     } catch (error) {
-      if (error instanceof AtProtoSessionUnavailableError) {
-        throw new UnauthorizedException(error.message);
-      }
-      if (error instanceof HttpException) throw error;
-      throw new ServiceUnavailableException(
-        'The AT Protocol session could not be restored right now. Try again.',
-        { cause: error },
+      throw (
+        toHttpException(error, 'session') ??
+        new ServiceUnavailableException(AT_PROTO_MESSAGES.sessionUnusable, { cause: error })
       );
     }
   }

@@ -18,8 +18,12 @@ export class AtProtoBadRequestError extends AtProtoError {
  * @publicApi
  */
 export class AtProtoSessionUnavailableError extends AtProtoError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The DID whose OAuth session has ended, when known. */
+  readonly did: string | undefined;
+
+  constructor(message: string, options?: { cause?: unknown; did?: string }) {
     super('ERR_AT_PROTO_SESSION_UNAVAILABLE', message, options);
+    this.did = options?.did;
   }
 }
 
@@ -32,5 +36,17 @@ export class AtProtoSessionUnavailableError extends AtProtoError {
 export class AtProtoUpstreamError extends AtProtoError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_AT_PROTO_UPSTREAM', message, options);
+  }
+}
+
+/**
+ * The module's own storage (database, Redis) or session lock cannot be used right now: a
+ * login could not be started or completed, or a session could not be read or written.
+ * Nothing was changed; trying again later may work. Answered with a 503.
+ * @publicApi
+ */
+export class AtProtoUnavailableError extends AtProtoError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AT_PROTO_UNAVAILABLE', message, options);
   }
 }

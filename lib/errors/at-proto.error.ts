@@ -13,7 +13,8 @@ export type AtProtoErrorCode =
   | 'ERR_AT_PROTO_OPTIONAL_DEPENDENCY'
   | 'ERR_AT_PROTO_BAD_REQUEST'
   | 'ERR_AT_PROTO_SESSION_UNAVAILABLE'
-  | 'ERR_AT_PROTO_UPSTREAM';
+  | 'ERR_AT_PROTO_UPSTREAM'
+  | 'ERR_AT_PROTO_UNAVAILABLE';
 
 /**
  * Base class of every error this library throws on purpose. `name` is the concrete

@@ -48,6 +48,16 @@ export type AtProtoEvent =
        * is at most 500 characters long.
        */
       message?: string;
+    }
+  | {
+      /**
+       * A write (`set`) or delete (`del`) of the OAuth session by a holder of the session
+       * lock was refused because the session changed since that holder read it: the holder
+       * had lost the lock (a stalled process, a Redis failover). The newer session is kept.
+       */
+      type: 'oauth-session-write-fenced';
+      did: string;
+      operation: 'set' | 'del';
     };
 
 /** Where an isolated stream reports what a subscriber threw. */

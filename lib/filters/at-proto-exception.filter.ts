@@ -14,26 +14,22 @@ import {
 import { AT_PROTO_REQUEST_KEY } from '../at-proto.constants.js';
 import {
   AtProtoSessionUnavailableError,
+  AtProtoUnavailableError,
   AtProtoUpstreamError,
 } from '../errors/at-proto-http.errors.js';
+import { AtProtoStoreError } from '../errors/at-proto-store.error.js';
+import {
+  AT_PROTO_MESSAGES,
+  endedSessionDid,
+  isSessionEndedError,
+  toHttpException,
+} from '../errors/to-http-exception.js';
 import type { AtProtoRequestAuth } from '../guards/at-proto-request-auth.js';
 import { AtProtoLockError } from '../lock/redlock-request-lock.js';
 import { AppSessionService } from '../session/app-session.service.js';
 import { describeError } from '../errors/describe-error.js';
 
-/**
- * Whether an error means the user's OAuth session has ended for good (revoked, refresh
- * refused, deleted): the user must log in again. Use it around your own XRPC calls.
- * @publicApi
- */
-export function isSessionEndedError(error: unknown): boolean {
-  return (
-    error instanceof AtProtoSessionUnavailableError ||
-    error instanceof TokenRefreshError ||
-    error instanceof TokenRevokedError ||
-    error instanceof TokenInvalidError
-  );
-}
+export { isSessionEndedError };
 
 interface ResponseLike {
   status(code: number): { json(body: unknown): void };
@@ -43,16 +39,20 @@ interface ResponseLike {
 /**
  * Answers the session errors that escape a handler — typically thrown by
  * `session.fetchHandler()` (or an `Agent` built on it) in your code — with a clear JSON
- * error instead of a 500: 401 when the OAuth session has ended (and this device's app
- * session is ended too, so the next request is plainly signed out), 503 when the session
- * lock or the user's servers cannot be reached right now. Registered globally by the module;
- * other errors are not touched.
+ * error instead of a 500: 401 when the OAuth session has ended, 503 when the session lock,
+ * the module's storage or the user's servers cannot be reached right now. When the ended
+ * session is the requesting user's own, this device's app session is ended too, so that the
+ * next request is plainly signed out; a handler that used another DID's session (a bot
+ * account, a service account) does not sign its caller out. Registered globally by the
+ * module; other errors are not touched.
  * @publicApi
  */
 @Catch(
   AtProtoSessionUnavailableError,
   AtProtoUpstreamError,
+  AtProtoUnavailableError,
   AtProtoLockError,
+  AtProtoStoreError,
   TokenRefreshError,
   TokenRevokedError,
   TokenInvalidError,
@@ -71,22 +71,20 @@ export class AtProtoExceptionFilter implements ExceptionFilter {
     if (isSessionEndedError(error)) {
       const auth = http.getRequest<Record<string, unknown>>()[AT_PROTO_REQUEST_KEY] as
         AtProtoRequestAuth | undefined;
-      if (auth) await this.appSessions.revoke(auth.appSessionId).catch(() => undefined);
-      res.status(HttpStatus.UNAUTHORIZED).json({
-        statusCode: HttpStatus.UNAUTHORIZED,
-        error: 'Unauthorized',
-        message: 'The AT Protocol session has ended. Log in again.',
-      });
-      return;
+      if (auth && endedSessionDid(error) === auth.did) {
+        await this.appSessions.revoke(auth.appSessionId).catch(() => undefined);
+      }
+    } else {
+      this.#logger.warn(`A request could not use the AT Protocol session: ${describeError(error)}`);
     }
-    this.#logger.warn(`A request could not use the AT Protocol session: ${describeError(error)}`);
-    res.status(HttpStatus.SERVICE_UNAVAILABLE).json({
-      statusCode: HttpStatus.SERVICE_UNAVAILABLE,
-      error: 'Service Unavailable',
-      message:
-        error instanceof AtProtoLockError || error instanceof AtProtoUpstreamError
-          ? error.message
-          : 'The AT Protocol session could not be used right now. Try again.',
-    });
+    const exception = toHttpException(error, 'session');
+    const status = exception?.getStatus() ?? HttpStatus.SERVICE_UNAVAILABLE;
+    res.status(status).json(
+      exception?.getResponse() ?? {
+        statusCode: status,
+        error: 'Service Unavailable',
+        message: AT_PROTO_MESSAGES.sessionUnusable,
+      },
+    );
   }
 }

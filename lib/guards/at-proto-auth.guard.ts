@@ -4,7 +4,6 @@ import {
   ForbiddenException,
   Inject,
   Injectable,
-  ServiceUnavailableException,
   UnauthorizedException,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
@@ -15,7 +14,7 @@ import {
   AT_PROTO_REQUEST_KEY,
 } from '../at-proto.constants.js';
 import { AtProtoSessionUnavailableError } from '../errors/at-proto-http.errors.js';
-import { AtProtoStoreError } from '../errors/at-proto-store.error.js';
+import { AT_PROTO_MESSAGES, toHttpException } from '../errors/to-http-exception.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AppSessionService } from '../session/app-session.service.js';
@@ -67,22 +66,17 @@ export class AtProtoAuthGuard implements CanActivate {
     try {
       session = token ? await this.appSessions.validate(token) : undefined;
     } catch (error) {
-      // The database is unreachable (retries exhausted): say so, rather than a 500.
-      if (error instanceof AtProtoStoreError) {
-        throw new ServiceUnavailableException('Sessions cannot be checked right now. Try again.', {
-          cause: error,
-        });
-      }
-      throw error;
+      // The database is unreachable (retries exhausted): say so (503), rather than a 500.
+      throw toHttpException(error, 'session') ?? error;
     }
     if (!session) {
       if (isPublic) return true;
-      throw new UnauthorizedException('Sign in to continue.');
+      throw new UnauthorizedException(AT_PROTO_MESSAGES.signIn);
     }
     if (isCrossSiteRequest(req, this.options.origin)) {
       // On a public route the request simply proceeds without the user's identity.
       if (isPublic) return true;
-      throw new ForbiddenException('Cross-site request refused.');
+      throw new ForbiddenException(AT_PROTO_MESSAGES.crossSite);
     }
     let restored: Promise<OAuthSession> | undefined;
     const auth: AtProtoRequestAuth = {

@@ -15,20 +15,26 @@ import {
   AT_PROTO_SESSION_STORE,
   AT_PROTO_STATE_STORE,
 } from '../at-proto.constants.js';
+import { AtProtoError } from '../errors/at-proto.error.js';
 import {
   AtProtoBadRequestError,
   AtProtoSessionUnavailableError,
+  AtProtoUnavailableError,
   AtProtoUpstreamError,
 } from '../errors/at-proto-http.errors.js';
 import { AtProtoStoreError } from '../errors/at-proto-store.error.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
 import { AtProtoLockError } from '../lock/redlock-request-lock.js';
-import { AtProtoRequestLock } from '../lock/request-lock.js';
-import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
+import {
+  type AtProtoSessionStore,
+  type AtProtoStateStore,
+  isVersionedSessionStore,
+} from '../storage/store.interface.js';
 import { describeError } from '../errors/describe-error.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
 import { oauthPhase } from './oauth-phase.js';
+import { heldLock, SessionLocks } from './session-locks.js';
 
 /** What the module keeps in the OAuth client's `appState` for a browser login. */
 interface LoginAppState {
@@ -56,7 +62,7 @@ export class AtProtoAuthService {
     @Inject(AT_PROTO_OAUTH_CLIENT) private readonly client: NodeOAuthClient,
     @Inject(AT_PROTO_STATE_STORE) private readonly stateStore: AtProtoStateStore,
     @Inject(AT_PROTO_SESSION_STORE) private readonly sessionStore: AtProtoSessionStore,
-    private readonly lock: AtProtoRequestLock,
+    private readonly locks: SessionLocks,
   ) {}
 
   /** The underlying `NodeOAuthClient`, for what this service does not cover. */
@@ -130,6 +136,13 @@ export class AtProtoAuthService {
   }
 
   private authorizeError(identity: string, error: unknown): Error {
+    if (isInfrastructureError(error)) {
+      this.#logger.warn(`Starting a login failed: ${describeError(error)}`);
+      return new AtProtoUnavailableError(
+        'The login could not be started: sessions cannot be stored right now. Try again in a moment.',
+        { cause: error },
+      );
+    }
     if (error instanceof OAuthResolverError || isResolutionFailure(error)) {
       return new AtProtoBadRequestError(
         `Could not find an AT Protocol account or server for "${identity}". Check the spelling.`,
@@ -146,15 +159,26 @@ export class AtProtoAuthService {
   /**
    * Completes a login from the callback's query parameters. Checks, before the OAuth
    * client consumes the state and exchanges the code, that the state is known and that
-   * `bindingNonce` is the one the login started with; a mismatch changes nothing.
-   * @returns the DID, the OAuth session and where to send the browser
+   * `bindingNonce` is the one the login started with (or, as a function, the nonce whose
+   * SHA-256 (base64url) it is given, if this browser holds it); a mismatch changes nothing.
+   *
+   * The user's OAuth session lock is held from the moment the DID is known (right after the
+   * code exchange) until the new session is stored and `whileLocked` has run, so that the
+   * replacement of the user's previous session is one step for every other device and
+   * instance, and so that cleanup or a logout elsewhere cannot revoke the new session before
+   * its first app session exists (the module's callback route creates it in `whileLocked`).
+   * @returns the DID, the OAuth session, where to send the browser, and what `whileLocked` returned
    * @throws AtProtoBadRequestError for a forged, expired, replayed or foreign callback, a
    * mismatching issuer, or an error answer from the authorization server
+   * @throws AtProtoUpstreamError when the authorization server cannot be reached
+   * @throws AtProtoUnavailableError / AtProtoLockError / AtProtoStoreError when the module's
+   * storage or lock cannot be used right now (nothing was changed)
    */
-  async completeLogin(
+  async completeLogin<T = undefined>(
     params: URLSearchParams,
-    bindingNonce: string | undefined,
-  ): Promise<{ did: string; session: OAuthSession; returnTo: string }> {
+    bindingNonce: string | undefined | ((nonceHash: string) => string | undefined),
+    whileLocked?: (did: string) => Promise<T>,
+  ): Promise<{ did: string; session: OAuthSession; returnTo: string; result: T | undefined }> {
     const state = params.get('state');
     if (!state || !STATE_PARAM.test(state)) {
       throw new AtProtoBadRequestError(
@@ -164,23 +188,17 @@ export class AtProtoAuthService {
     // One callback per state at a time, across instances: a reloaded callback page must not
     // exchange the same code twice (a code replay can make the server revoke the grant).
     // The second one waits, then finds the state consumed.
-    return this.lock
-      .run(`atproto-login-state-${state}`, () =>
-        this.completeLoginLocked(state, params, bindingNonce),
-      )
-      .catch((error: unknown) => {
-        if (error instanceof AtProtoLockError) {
-          throw new AtProtoUpstreamError(error.message, { cause: error });
-        }
-        throw error;
-      });
+    return this.locks.run(`atproto-login-state-${state}`, () =>
+      this.completeLoginLocked(state, params, bindingNonce, whileLocked),
+    );
   }
 
-  private async completeLoginLocked(
+  private async completeLoginLocked<T>(
     state: string,
     params: URLSearchParams,
-    bindingNonce: string | undefined,
-  ): Promise<{ did: string; session: OAuthSession; returnTo: string }> {
+    bindingNonce: string | undefined | ((nonceHash: string) => string | undefined),
+    whileLocked: ((did: string) => Promise<T>) | undefined,
+  ): Promise<{ did: string; session: OAuthSession; returnTo: string; result: T | undefined }> {
     const saved = await this.stateStore.get(state);
     const appState = saved ? parseAppState(saved.appState) : undefined;
     if (!saved || !appState) {
@@ -188,7 +206,10 @@ export class AtProtoAuthService {
         'This login response is unknown, expired or already used. Start the login again.',
       );
     }
-    if (!bindingNonce || !safeEqual(sha256(bindingNonce), appState.b)) {
+    // A function finds the nonce by its hash (the module keeps one cookie per login under
+    // way, named after it); a string is the nonce itself.
+    const nonce = typeof bindingNonce === 'function' ? bindingNonce(appState.b) : bindingNonce;
+    if (!nonce || !safeEqual(sha256(nonce), appState.b)) {
       throw new AtProtoBadRequestError(
         'This login was started in another browser (or its cookie is missing). Start the login again here.',
       );
@@ -207,28 +228,42 @@ export class AtProtoAuthService {
         'The login response comes from another issuer than the one the login started with.',
       );
     }
-    try {
-      const { session } = await oauthPhase.run('login', () => this.client.callback(params));
-      return { did: session.did, session, returnTo: appState.r };
-    } catch (error) {
-      // The client wraps every failure in OAuthCallbackError: only a refusal by the
-      // server (an OAuth error answer) or a failed check is the response's fault; an
-      // unreachable server or a failed write is ours, and is logged.
-      const cause = error instanceof OAuthCallbackError ? error.cause : error;
-      if (
-        error instanceof OAuthCallbackError &&
-        (cause === undefined || (cause instanceof OAuthResponseError && cause.status < 500))
-      ) {
-        throw new AtProtoBadRequestError(
-          `The login response was refused: ${callbackReason(error)}. Start the login again.`,
-          { cause: error },
-        );
+    return this.locks.holdUntilDone(async () => {
+      let session: OAuthSession;
+      try {
+        ({ session } = await oauthPhase.run('login', () => this.client.callback(params)));
+      } catch (error) {
+        throw this.callbackError(error);
       }
-      this.#logger.warn(`Completing a login failed: ${describeError(cause)}`);
-      throw new AtProtoUpstreamError('The login could not be completed. Try again.', {
-        cause: error,
-      });
+      const result = whileLocked ? await whileLocked(session.did) : undefined;
+      return { did: session.did, session, returnTo: appState.r, result };
+    });
+  }
+
+  private callbackError(error: unknown): Error {
+    // The client wraps every failure in OAuthCallbackError: only a refusal by the server
+    // (an OAuth error answer) or a failed check is the response's fault; an unreachable
+    // server is the server's, and a failed write or lock is ours. Both are logged.
+    const cause = error instanceof OAuthCallbackError ? error.cause : error;
+    if (
+      error instanceof OAuthCallbackError &&
+      (cause === undefined || (cause instanceof OAuthResponseError && cause.status < 500))
+    ) {
+      return new AtProtoBadRequestError(
+        `The login response was refused: ${callbackReason(error)}. Start the login again.`,
+        { cause: error },
+      );
     }
+    this.#logger.warn(`Completing a login failed: ${describeError(cause)}`);
+    if (isInfrastructureError(cause)) {
+      return new AtProtoUnavailableError(
+        'The login could not be completed: sessions cannot be stored right now. Start the login again in a moment.',
+        { cause: error },
+      );
+    }
+    return new AtProtoUpstreamError('The login could not be completed. Try again.', {
+      cause: error,
+    });
   }
 
   /**
@@ -254,7 +289,7 @@ export class AtProtoAuthService {
       if (isSessionGone(error)) {
         throw new AtProtoSessionUnavailableError(
           'The AT Protocol session has ended. Log in again.',
-          { cause: error },
+          { cause: error, did },
         );
       }
       this.#logger.warn(`Restoring an OAuth session failed: ${describeError(error)}`);
@@ -288,6 +323,11 @@ export class AtProtoAuthService {
       }
       return original(refresh);
     };
+    // signOut() reads the tokens, revokes them at the server and deletes the session: one
+    // step under the session lock, like revoke(), so that no refresh interleaves with it.
+    const signOut = session.signOut.bind(session);
+    session.signOut = () =>
+      this.locks.run(sessionLockName(did), () => oauthPhase.run('logout', signOut));
     return session;
   }
 
@@ -304,22 +344,61 @@ export class AtProtoAuthService {
   }
 
   /**
-   * Revokes the user's OAuth session at the authorization server (best effort) and deletes
-   * it. App sessions are not touched; see `AppSessionService`.
+   * Revokes the user's OAuth session at the authorization server and deletes it, as one
+   * step under the user's session lock: a refresh on another instance cannot interleave and
+   * store rotated tokens again after the delete. App sessions are not touched; see
+   * `AppSessionService`.
+   *
+   * With `ifUnused`, the decision to revoke is taken again under the lock, right before
+   * revoking: nothing is revoked when `ifUnused.inUse()` says the session is in use again (an
+   * app session was created meanwhile), or when the session was written (a new login) after
+   * `ifUnused.since`. Logout of a last device and cleanup use this, so that a user who just
+   * signed in again is never signed out by a decision taken before.
+   *
+   * If the call to the authorization server fails once the session is deleted here, the
+   * failure is logged and the revocation counts as done (the tokens are gone from storage).
+   * @returns whether a session was revoked and deleted (`false`: none was stored, or it was
+   * in use again)
+   * @throws AtProtoUpstreamError when nothing could be deleted (the session lock, the storage
+   * or the authorization server's metadata unavailable): the session is kept, try again
    */
-  async revoke(did: string): Promise<void> {
+  async revoke(
+    did: string,
+    ifUnused?: { since: Date; inUse: () => Promise<boolean> },
+  ): Promise<boolean> {
+    const name = sessionLockName(did);
     try {
-      // Under the session lock (not the no-refresh scope): a revocation deletes the session,
-      // and must not interleave with a refresh on another instance that would store the
-      // rotated tokens again right after the delete.
-      await oauthPhase.run('logout', () => this.client.revoke(did));
+      return await this.locks.run(name, async () => {
+        if (ifUnused && (await this.#inUseSince(did, ifUnused))) return false;
+        try {
+          await oauthPhase.run('logout', () => this.client.revoke(did));
+        } catch (error) {
+          // client.revoke() deletes the stored session in a finally block, after the call
+          // to the authorization server: a failure after the delete only concerns the server.
+          if (!heldLock(name)?.deleted.has(did)) throw error;
+          this.#logger.warn(
+            `Revoking an OAuth session at the authorization server failed (deleted here): ${describeError(error)}`,
+          );
+        }
+        return heldLock(name)?.deleted.has(did) ?? false;
+      });
     } catch (error) {
-      // client.revoke() deletes the stored session in a finally block: only the call to
-      // the authorization server failed. Logged, not thrown: logout must succeed locally.
-      this.#logger.warn(
-        `Revoking an OAuth session at the authorization server failed: ${describeError(error)}`,
+      this.#logger.warn(`Revoking an OAuth session failed (kept): ${describeError(error)}`);
+      throw new AtProtoUpstreamError(
+        'The OAuth session could not be revoked right now; it is kept. Try again.',
+        { cause: error },
       );
     }
+  }
+
+  async #inUseSince(
+    did: string,
+    ifUnused: { since: Date; inUse: () => Promise<boolean> },
+  ): Promise<boolean> {
+    if (await ifUnused.inUse()) return true;
+    if (!isVersionedSessionStore(this.sessionStore)) return false;
+    const stored = await this.sessionStore.getVersioned(did);
+    return stored !== undefined && stored.updatedAt.getTime() > ifUnused.since.getTime();
   }
 }
 
@@ -367,6 +446,23 @@ function isResolutionFailure(error: unknown): boolean {
     typeof name === 'string' &&
     /HandleResolverError|DidError|InvalidDidError|OAuthResolverError/.test(name)
   );
+}
+
+/** The module's own storage or lock failed (anywhere in the cause chain). */
+function isInfrastructureError(error: unknown): boolean {
+  for (let e = error, depth = 0; e && depth < 5; depth++) {
+    if (
+      e instanceof AtProtoError &&
+      (e.code === 'ERR_AT_PROTO_STORE' ||
+        e.code === 'ERR_AT_PROTO_LOCK' ||
+        e.code === 'ERR_AT_PROTO_DECRYPT' ||
+        e.code === 'ERR_AT_PROTO_KEY_RING_UNAVAILABLE')
+    ) {
+      return true;
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 function isSessionGone(error: unknown): boolean {

@@ -5,10 +5,9 @@ import {
   TokenRevokedError,
 } from '@atproto/oauth-client-node';
 import type { AtProtoEvents, AtProtoSessionDeletedReason } from '../events/at-proto-events.js';
-import type { AtProtoRequestLock } from '../lock/request-lock.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
-import { withScopedReads } from '../lock/lock-scope.js';
+import { sessionLockName } from '../lock/lock-scope.js';
 import type { RedisOAuthCaches } from '../storage/redis/redis-caches.js';
 import { oauthPhase } from './oauth-phase.js';
 import {
@@ -16,6 +15,12 @@ import {
   type OutboundFetchPolicy,
   parsePrivateHost,
 } from './outbound-fetch.js';
+import {
+  assertRefreshMayStart,
+  fencedSessionStore,
+  heldLock,
+  type SessionLocks,
+} from './session-locks.js';
 
 /**
  * Builds the `NodeOAuthClient` from the resolved options, the stores and the lock, and
@@ -26,22 +31,30 @@ export function createOAuthClient(
   options: ResolvedAtProtoOptions,
   stateStore: AtProtoStateStore,
   sessionStore: AtProtoSessionStore,
-  lock: AtProtoRequestLock,
+  locks: SessionLocks,
   events: AtProtoEvents,
   caches?: RedisOAuthCaches,
 ): NodeOAuthClient {
+  // A write or delete refused by the fence changed nothing: no "refreshed"/"deleted" event.
+  const fencedHere = (did: string) => heldLock(sessionLockName(did))?.fenced.has(did) ?? false;
   return new NodeOAuthClient({
     ...caches,
     clientMetadata: options.clientMetadata,
     keyset: options.clientMode === 'confidential' ? [...options.signingKeys] : undefined,
     stateStore,
-    sessionStore: withScopedReads(sessionStore),
-    requestLock: (name, fn) => lock.run(name, fn),
+    sessionStore: fencedSessionStore(sessionStore, locks, (did, operation) =>
+      events.emit({ type: 'oauth-session-write-fenced', did, operation }),
+    ),
+    requestLock: (name, fn) => locks.run(name, fn),
     ...(options.handleResolver ? { handleResolver: options.handleResolver } : {}),
     ...(options.plcDirectoryUrl ? { plcDirectoryUrl: options.plcDirectoryUrl } : {}),
     allowHttp: options.allowHttpServers,
-    fetch: clientFetch(options),
+    fetch: clientFetch(options, async (request) => {
+      if (request.method !== 'POST') return;
+      assertRefreshMayStart(request, await request.clone().text(), options.httpTimeoutMs);
+    }),
     onSessionUpdated: (did) => {
+      if (fencedHere(did)) return;
       events.emit({
         type:
           oauthPhase.getStore() === 'login' ? 'oauth-session-created' : 'oauth-session-refreshed',
@@ -53,6 +66,7 @@ export function createOAuthClient(
       // the current session; when there is none it reports a TokenRefreshError ("deleted by
       // another process") although nothing was deleted. Those are not events.
       if (oauthPhase.getStore() && cause instanceof TokenRefreshError) return;
+      if (fencedHere(did)) return;
       const { reason, message } = deletionReason(cause);
       events.emit({ type: 'oauth-session-deleted', did, reason, message });
     },

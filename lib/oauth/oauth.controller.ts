@@ -1,13 +1,11 @@
 import {
-  BadGatewayException,
-  BadRequestException,
   Body,
   Controller,
   ForbiddenException,
   Get,
   Header,
-  HttpException,
   Inject,
+  Logger,
   NotFoundException,
   Post,
   Query,
@@ -15,9 +13,11 @@ import {
   Res,
   type Type,
 } from '@nestjs/common';
+import { createHash } from 'node:crypto';
 import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import { Public } from '../decorators/public.decorator.js';
-import { AtProtoBadRequestError, AtProtoUpstreamError } from '../errors/at-proto-http.errors.js';
+import { describeError } from '../errors/describe-error.js';
+import { AT_PROTO_MESSAGES, toHttpException } from '../errors/to-http-exception.js';
 import { AtProtoEvents } from '../events/at-proto-events.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AppSessionService } from '../session/app-session.service.js';
@@ -28,6 +28,7 @@ import {
   isCrossSiteNavigation,
   isCrossSiteRequest,
   readCookie,
+  readCookies,
   setCookie,
   wantsHtml,
 } from '../session/http.util.js';
@@ -46,6 +47,8 @@ interface ResponseLike extends HttpResponseLike {
  * @internal
  */
 export class OAuthControllerBase {
+  readonly #logger = new Logger('AtProtoAuth');
+
   constructor(
     @Inject(AT_PROTO_OPTIONS) protected readonly options: ResolvedAtProtoOptions,
     protected readonly auth: AtProtoAuthService,
@@ -83,12 +86,12 @@ export class OAuthControllerBase {
     // Another site must not start a login in the user's browser (login CSRF: the attacker's
     // own account, consented on the attacker's server, would end signed in here). Links and
     // bookmarks (Sec-Fetch-Site: none) and the app's own pages are fine.
-    if (isCrossSiteNavigation(req)) {
+    if (isCrossSiteNavigation(req, this.options.origin)) {
       throw new ForbiddenException(
         'Logins must start from this app. Open the login page here and try again.',
       );
     }
-    await this.login(input, returnTo, res, 302);
+    await this.login(input, returnTo, req, res, 302);
   }
 
   /** Starts a login from a form post (`input`, `returnTo` fields). */
@@ -101,9 +104,9 @@ export class OAuthControllerBase {
   ): Promise<void> {
     // A cross-site form could start a login the attacker controls (login CSRF): refuse it.
     if (isCrossSiteRequest(req, this.options.origin)) {
-      throw new ForbiddenException('Cross-site request refused.');
+      throw new ForbiddenException(AT_PROTO_MESSAGES.crossSite);
     }
-    await this.login(body?.input, body?.returnTo, res, 303);
+    await this.login(body?.input, body?.returnTo, req, res, 303);
   }
 
   /** The authorization server sends the browser back here. */
@@ -114,13 +117,26 @@ export class OAuthControllerBase {
     @Res() res: ResponseLike,
   ): Promise<void> {
     const params = new URL(req.url ?? '', 'http://callback.invalid').searchParams;
-    const nonce = readCookie(req, this.options.cookie.loginName);
-    const { did, returnTo } = await this.call(() => this.auth.completeLogin(params, nonce));
     const userAgent = req.headers['user-agent'];
-    const { token, session } = await this.appSessions.create(
-      did,
-      typeof userAgent === 'string' ? userAgent : undefined,
+    // Several logins may be under way in one browser (tabs): each has its own login cookie,
+    // named after the hash of its nonce, which the state row keeps. Whichever cookie opens
+    // this state binds it; only that one is cleared.
+    const logins = this.loginCookies(req);
+    let used: string | undefined;
+    const { did, returnTo, result } = await this.call(() =>
+      this.auth.completeLogin(
+        params,
+        (binding) => {
+          const name = loginCookieName(this.options.cookie.loginName, binding);
+          used = logins.has(name) ? name : undefined;
+          return used ? logins.get(name)!.nonce : undefined;
+        },
+        // Under the user's session lock: see AtProtoAuthService.completeLogin.
+        (signedIn) =>
+          this.appSessions.create(signedIn, typeof userAgent === 'string' ? userAgent : undefined),
+      ),
     );
+    const { token, session } = result!;
     setCookie(
       res,
       this.options,
@@ -128,7 +144,7 @@ export class OAuthControllerBase {
       token,
       this.options.appSession.absoluteTtlMs,
     );
-    clearCookie(res, this.options, this.options.cookie.loginName);
+    if (used) clearCookie(res, this.options, used);
     this.events.emit({ type: 'login', did, appSessionId: session.id });
     res.redirect(302, returnTo);
   }
@@ -149,18 +165,28 @@ export class OAuthControllerBase {
       throw new ForbiddenException('Cross-site request refused.');
     }
     const everywhere = isTrue(everywhereQuery) || isTrue(body?.everywhere);
-    const session = await this.appSessions.validate(
-      readCookie(req, this.options.cookie.sessionName),
+    const session = await this.call(() =>
+      this.appSessions.validate(readCookie(req, this.options.cookie.sessionName)),
     );
     clearCookie(res, this.options, this.options.cookie.sessionName);
     if (session) {
-      if (everywhere) {
-        await this.appSessions.revokeAll(session.did);
-        await this.auth.revoke(session.did);
-      } else {
-        await this.appSessions.revoke(session.id);
-        if (!(await this.appSessions.hasActive(session.did))) await this.auth.revoke(session.did);
-      }
+      const startedAt = new Date();
+      if (everywhere) await this.call(() => this.appSessions.revokeAll(session.did));
+      else await this.call(() => this.appSessions.revoke(session.id));
+      // The OAuth session goes with the user's last app session (or everywhere), decided
+      // again under the user's session lock: a login elsewhere since this logout began
+      // keeps its session.
+      await this.auth
+        .revoke(session.did, {
+          since: startedAt,
+          inUse: async () => !everywhere && (await this.appSessions.hasActive(session.did)),
+        })
+        .catch((error: unknown) => {
+          // Logged out here all the same; cleanup revokes the OAuth session on a later run.
+          this.#logger.warn(
+            `Logout: the OAuth session is left to cleanup: ${describeError(error)}`,
+          );
+        });
       this.events.emit({ type: 'logout', did: session.did, appSessionId: session.id, everywhere });
     }
     if (wantsHtml(req)) res.redirect(303, this.options.afterLogoutPath);
@@ -170,18 +196,37 @@ export class OAuthControllerBase {
   private async login(
     input: unknown,
     returnTo: unknown,
+    req: HttpRequestLike,
     res: ResponseLike,
     status: number,
   ): Promise<void> {
     const { url, bindingNonce } = await this.call(() => this.auth.beginLogin(input, { returnTo }));
+    // At most MAX_LOGIN_COOKIES logins under way per browser: starting one more drops the
+    // oldest (its tab's callback is then refused and starts again).
+    const logins = [...this.loginCookies(req)].sort((a, b) => a[1].startedAt - b[1].startedAt);
+    for (const [name] of logins.slice(0, Math.max(0, logins.length - MAX_LOGIN_COOKIES + 1))) {
+      clearCookie(res, this.options, name);
+    }
     setCookie(
       res,
       this.options,
-      this.options.cookie.loginName,
-      bindingNonce,
+      loginCookieName(this.options.cookie.loginName, sha256(bindingNonce)),
+      `${bindingNonce}.${Date.now().toString(36)}`,
       this.options.stateTtlMs,
     );
     res.redirect(status, url.href);
+  }
+
+  /** This browser's login cookies (name → nonce and start time), malformed ones skipped. */
+  private loginCookies(req: HttpRequestLike): Map<string, { nonce: string; startedAt: number }> {
+    const prefix = `${this.options.cookie.loginName}_`;
+    const found = new Map<string, { nonce: string; startedAt: number }>();
+    for (const [name, value] of Object.entries(readCookies(req))) {
+      if (!name.startsWith(prefix) || value === undefined) continue;
+      const match = /^([A-Za-z0-9_-]{43})\.([0-9a-z]{1,12})$/.exec(value);
+      if (match) found.set(name, { nonce: match[1]!, startedAt: parseInt(match[2]!, 36) });
+    }
+    return found;
   }
 
   /** Maps the service's errors to HTTP answers that carry no internals. */
@@ -189,12 +234,21 @@ export class OAuthControllerBase {
     try {
       return await fn();
     } catch (error) {
-      if (error instanceof AtProtoBadRequestError) throw new BadRequestException(error.message);
-      if (error instanceof AtProtoUpstreamError) throw new BadGatewayException(error.message);
-      if (error instanceof HttpException) throw error;
-      throw error;
+      throw toHttpException(error, 'login') ?? error;
     }
   }
+}
+
+/** Logins under way at once in one browser (one cookie each). */
+const MAX_LOGIN_COOKIES = 4;
+
+/** The login cookie of one login: its name carries 8 characters of the nonce's hash. */
+function loginCookieName(base: string, nonceHash: string): string {
+  return `${base}_${nonceHash.slice(0, 8)}`;
+}
+
+function sha256(value: string): string {
+  return createHash('sha256').update(value, 'utf8').digest('base64url');
 }
 
 function isTrue(value: unknown): boolean {

@@ -108,8 +108,11 @@ export interface AtProtoModuleOptions {
   storage?: 'typeorm' | 'memory';
   /**
    * Time limit of every HTTP request the OAuth client makes (identity resolution, server
-   * metadata, PAR, token, revocation). It bounds how long a refresh can hold the session
-   * lock: the client never aborts a refresh in flight on its own. @default 10000
+   * metadata, PAR, token, revocation), redirects included. It bounds how long a refresh can
+   * hold the session lock: the client never aborts a refresh in flight on its own. With
+   * `redis`, the distributed lock lives `2 × (httpTimeout + 1 s) + 2 s` (24 s by default),
+   * renewed every half of it, and a token refresh is sent only while the lock has at least
+   * `httpTimeout` + 1 s left. At most 30000. @default 10000
    */
   httpTimeout?: number;
   /** Retries of transient database failures inside the stores. */
@@ -125,10 +128,22 @@ export interface AtProtoModuleOptions {
     enabled?: boolean;
     /** Time between runs. @default 5 minutes */
     interval?: number;
-    /** Rows deleted per statement. @default 1000 */
+    /**
+     * Rows deleted per statement, at most 10000 (database drivers limit the parameters of
+     * one statement). @default 1000
+     */
     batchSize?: number;
     /** How long revoked app sessions are kept (e.g. for a "recent devices" page). @default 1 day */
     revokedGrace?: number;
+    /**
+     * On every run, revoke (at the authorization server) and delete the OAuth sessions that
+     * no active app session uses: the user's last device logged out, expired or went idle.
+     * This also retries revocations that failed earlier (Redis or the server down at logout).
+     * Set `false` if you create OAuth sessions yourself with `AtProtoAuthService.callback()`
+     * without app sessions: cleanup then revokes only when it deletes a user's last app
+     * session. @default true
+     */
+    revokeUnusedOAuthSessions?: boolean;
   };
 
   /**

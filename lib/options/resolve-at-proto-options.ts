@@ -111,7 +111,10 @@ const optionsSchema = z.object({
   storage: z
     .enum(['typeorm', 'memory'], { error: 'storage must be "typeorm" or "memory"' })
     .optional(),
-  httpTimeout: duration('httpTimeout'),
+  httpTimeout: duration('httpTimeout').refine((v) => v === undefined || v <= 30_000, {
+    error:
+      'httpTimeout must be at most 30000 ms: a refresh holds the session lock for up to that long, and other requests of the user wait for it',
+  }),
   storeRetry: z
     .object({
       maxAttempts: z.number().int().min(1).optional(),
@@ -128,12 +131,18 @@ const optionsSchema = z.object({
         .number()
         .int()
         .min(1, { error: 'cleanup.batchSize must be at least 1' })
-        .max(100_000, { error: 'cleanup.batchSize must be at most 100000' })
+        .max(10_000, {
+          error:
+            'cleanup.batchSize must be at most 10000 (one statement lists that many keys; drivers refuse more than 32766 or 65535 parameters)',
+        })
         .optional(),
       revokedGrace: z
         .number()
         .int()
         .min(0, { error: 'cleanup.revokedGrace must be >= 0' })
+        .optional(),
+      revokeUnusedOAuthSessions: z
+        .boolean({ error: 'cleanup.revokeUnusedOAuthSessions must be true or false' })
         .optional(),
     })
     .optional(),
@@ -369,6 +378,7 @@ export async function resolveAtProtoOptions(
       intervalMs: input.cleanup?.interval ?? DEFAULTS.cleanupInterval,
       batchSize: input.cleanup?.batchSize ?? DEFAULTS.cleanupBatchSize,
       revokedGraceMs: input.cleanup?.revokedGrace ?? DEFAULTS.revokedGrace,
+      revokeUnusedOAuthSessions: input.cleanup?.revokeUnusedOAuthSessions ?? true,
     },
     redis: input.redis,
     redisStore: input.redisStore ?? false,

@@ -53,6 +53,7 @@ export interface ResolvedAtProtoOptions {
     readonly intervalMs: number;
     readonly batchSize: number;
     readonly revokedGraceMs: number;
+    readonly revokeUnusedOAuthSessions: boolean;
   };
   readonly redis: string | undefined;
   readonly redisStore: boolean;

@@ -32,6 +32,13 @@ export function readCookie(req: HttpRequestLike, name: string): string | undefin
   return parse(raw)[name];
 }
 
+/** Every cookie of the request (empty when there is none or the header is oversized). @internal */
+export function readCookies(req: HttpRequestLike): Record<string, string | undefined> {
+  const raw = header(req, 'cookie');
+  if (!raw || raw.length > 16_384) return {};
+  return parse(raw);
+}
+
 /** @internal */
 export function appendSetCookie(res: HttpResponseLike, cookie: string): void {
   const existing = res.getHeader('Set-Cookie');

@@ -100,7 +100,14 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
   it('deletes every expired row and keeps every live one, even when interrupted mid-run', async () => {
     await seed(ds, dialect, now);
     expect(await counts(ds)).toEqual([EXPIRED + LIVE, EXPIRED + LIVE, EXPIRED + LIVE]);
-    const settings = { batchSize: 5_000, appSessionIdleTtlMs: IDLE, revokedGraceMs: GRACE };
+    // The seeded OAuth sessions have no app sessions at all (fixtures): the pass that revokes
+    // unused OAuth sessions has its own tests (test/e2e/cleanup-revocation.e2e-spec.ts).
+    const settings = {
+      batchSize: 5_000,
+      appSessionIdleTtlMs: IDLE,
+      revokedGraceMs: GRACE,
+      revokeUnusedOAuthSessions: false,
+    };
 
     // First run: the process "dies" after 7 batches (between two statements).
     const real = new TypeOrmCleanupTarget(ds);
@@ -113,6 +120,8 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       deleteExpiredOAuthSessions: (n, b) => real.deleteExpiredOAuthSessions(n, b),
       deleteEndedAppSessions: (c, b) => real.deleteEndedAppSessions(c, b),
       didsWithoutActiveAppSession: (d, c) => real.didsWithoutActiveAppSession(d, c),
+      oauthSessionsWithoutActiveAppSession: (c, a, l) =>
+        real.oauthSessionsWithoutActiveAppSession(c, a, l),
     };
     await expect(
       new CleanupRunner(dying, noRevocations, noSession, settings).run(now),

@@ -16,6 +16,10 @@ import {
 } from '../../lib/index.js';
 import { createTestDatabase } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
+import {
+  startFakeAuthorizationServer,
+  type FakeAuthorizationServer,
+} from '../e2e/support/fake-authorization-server.js';
 
 @Controller()
 class MeController {
@@ -56,8 +60,11 @@ describe('a database outage under a running app', () => {
   const proxy = new CuttableProxy();
   let app: INestApplication;
   let drop: () => Promise<void>;
+  // A reachable AT Protocol server, so that a login gets as far as storing its state.
+  let fake: FakeAuthorizationServer;
 
   beforeAll(async () => {
+    fake = await startFakeAuthorizationServer();
     const db = await createTestDatabase('postgres', 'outage');
     drop = db.drop;
     await proxy.open();
@@ -79,6 +86,8 @@ describe('a database outage under a running app', () => {
           encryption: { activeKeyId: 'k', keys: { k: randomKey() } },
           appSession: { cacheTtl: 0 },
           storeRetry: { maxAttempts: 3, baseDelayMs: 20, maxElapsedMs: 300 },
+          allowHttpServers: true,
+          dangerouslyAllowPrivateHosts: [fake.host],
         }),
       ],
       controllers: [MeController],
@@ -92,6 +101,7 @@ describe('a database outage under a running app', () => {
     await app?.close();
     await proxy.cut();
     await drop?.();
+    await fake?.close();
   });
 
   it('answers 503 while the database is unreachable, and 200 once it is back', async () => {
@@ -111,5 +121,26 @@ describe('a database outage under a running app', () => {
     expect(JSON.stringify(await down.json())).not.toContain(token);
     await proxy.open(port);
     expect((await me()).status).toBe(200);
+  });
+
+  it('answers 503 at /login and /callback while the database is unreachable, not 502 or 500', async () => {
+    const base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
+    const port = proxy.port;
+    await proxy.cut();
+    try {
+      const login = await fetch(`${base}/oauth/login?input=${encodeURIComponent(fake.origin)}`, {
+        redirect: 'manual',
+      });
+      expect(login.status).toBe(503);
+      const body = JSON.stringify(await login.json());
+      expect(body).toMatch(/try again/i);
+      expect(body).not.toMatch(/authorization server could not be reached/i);
+      const callback = await fetch(`${base}/oauth/callback?state=some-state&code=some-code`, {
+        redirect: 'manual',
+      });
+      expect(callback.status).toBe(503);
+    } finally {
+      await proxy.open(port);
+    }
   });
 });

@@ -86,6 +86,8 @@ export interface TestPds {
    * the request (and, for a refresh, already rotated the token) before sending it (0 = off).
    */
   setTokenResponseDelay(ms: number): void;
+  /** Delay every subsequent `POST /oauth/revoke` by `ms` before the PDS handles it (0 = off). */
+  setRevokeDelay(ms: number): void;
   /** Empties `tokenRequests` and `revokeRequests` (same array objects). */
   resetRequestLog(): void;
   /** Creates an account with handle `handle` (must end in `.test`). */
@@ -158,11 +160,13 @@ export async function startTestPds(options: StartTestPdsOptions = {}): Promise<T
     const revokeRequests: OAuthEndpointRequest[] = [];
     let tokenDelayMs = 0;
     let tokenResponseDelayMs = 0;
+    let revokeDelayMs = 0;
     instrumentOAuthEndpoints(server, {
       token: tokenRequests,
       revoke: revokeRequests,
       tokenDelayMs: () => tokenDelayMs,
       tokenResponseDelayMs: () => tokenResponseDelayMs,
+      revokeDelayMs: () => revokeDelayMs,
     });
 
     const url = `http://localhost:${port}`;
@@ -180,6 +184,9 @@ export async function startTestPds(options: StartTestPdsOptions = {}): Promise<T
       },
       setTokenResponseDelay(ms) {
         tokenResponseDelayMs = ms;
+      },
+      setRevokeDelay(ms) {
+        revokeDelayMs = ms;
       },
       resetRequestLog() {
         tokenRequests.length = 0;
@@ -235,6 +242,7 @@ interface OAuthEndpointLog {
   revoke: OAuthEndpointRequest[];
   tokenDelayMs: () => number;
   tokenResponseDelayMs: () => number;
+  revokeDelayMs: () => number;
 }
 
 /**
@@ -283,7 +291,7 @@ function instrumentOAuthEndpoints(server: Server, log: OAuthEndpointLog): void {
     res.once('finish', () => {
       entry.status = res.statusCode;
     });
-    const delay = list === log.token ? log.tokenDelayMs() : 0;
+    const delay = list === log.token ? log.tokenDelayMs() : log.revokeDelayMs();
     if (delay > 0) setTimeout(() => dispatch(req, res), delay);
     else dispatch(req, res);
   });

@@ -5,6 +5,7 @@ import {
   type INestApplication,
   type LogLevel,
   Module,
+  Param,
   type DynamicModule,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -13,6 +14,7 @@ import { JoseKey, type OAuthSession } from '@atproto/oauth-client-node';
 import type { AddressInfo } from 'node:net';
 import type { DataSource, DataSourceOptions } from 'typeorm';
 import {
+  AtProtoAuthService,
   AtProtoDid,
   AtProtoModule,
   AtProtoSession,
@@ -30,9 +32,21 @@ export const APP_ORIGIN = 'https://app.e2e.internal';
 
 @Controller('me')
 class MeController {
+  constructor(private readonly auth: AtProtoAuthService) {}
+
   @Get()
   me(@AtProtoDid() did: string) {
     return { did };
+  }
+
+  /**
+   * Acts as another DID (a bot or service account would): its session errors escape to the
+   * module's exception filter.
+   */
+  @Get('as/:did')
+  async asOther(@Param('did') did: string) {
+    const session = await this.auth.restore(did);
+    return { did: session.did };
   }
 
   /** Calls the user's PDS through the restored OAuth session. */

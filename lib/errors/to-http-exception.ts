@@ -1,0 +1,107 @@
+import {
+  BadGatewayException,
+  BadRequestException,
+  HttpException,
+  ServiceUnavailableException,
+  UnauthorizedException,
+} from '@nestjs/common';
+import {
+  TokenInvalidError,
+  TokenRefreshError,
+  TokenRevokedError,
+} from '@atproto/oauth-client-node';
+import { AtProtoError } from './at-proto.error.js';
+import { AtProtoBadRequestError, AtProtoSessionUnavailableError } from './at-proto-http.errors.js';
+
+/**
+ * Whether an error means the user's OAuth session has ended for good (revoked, refresh
+ * refused, deleted): the user must log in again. Use it around your own XRPC calls.
+ * @publicApi
+ */
+export function isSessionEndedError(error: unknown): boolean {
+  return (
+    error instanceof AtProtoSessionUnavailableError ||
+    error instanceof TokenRefreshError ||
+    error instanceof TokenRevokedError ||
+    error instanceof TokenInvalidError
+  );
+}
+
+/**
+ * The DID whose OAuth session an error says has ended, when it says.
+ * @internal
+ */
+export function endedSessionDid(error: unknown): string | undefined {
+  if (error instanceof AtProtoSessionUnavailableError) return error.did;
+  if (
+    error instanceof TokenRefreshError ||
+    error instanceof TokenRevokedError ||
+    error instanceof TokenInvalidError
+  ) {
+    return error.sub;
+  }
+  return undefined;
+}
+
+/** The texts users see; one place, so that every route says the same thing. @internal */
+export const AT_PROTO_MESSAGES = {
+  signIn: 'Sign in to continue.',
+  crossSite: 'Cross-site request refused.',
+  sessionEnded: 'The AT Protocol session has ended. Log in again.',
+  sessionUnusable: 'The AT Protocol session could not be used right now. Try again.',
+  storageUnavailable:
+    'Sessions cannot be read or stored right now (database or Redis unavailable). Nothing was changed; try again in a moment.',
+} as const;
+
+/**
+ * Where an error happened, which decides what an unreachable AT Protocol server means to
+ * the client: during a login (`login`: starting it or completing the callback) the user's
+ * authorization server did not answer, a 502 (Bad Gateway); while using a session
+ * (`session`: a restore, a refresh, a PDS call) the session is temporarily unusable, a 503.
+ * @internal
+ */
+export type AtProtoHttpPhase = 'login' | 'session';
+
+/**
+ * The one mapping from the module's errors to HTTP answers (routes, guard, the
+ * `@AtProtoSession()` pipe and the exception filter all use it). Bodies never carry
+ * internals: a store or lock failure says "try again", never which query failed.
+ * - bad input, forged or replayed state: 400;
+ * - the OAuth session has ended: 401;
+ * - the module's storage or lock unavailable (`ERR_AT_PROTO_STORE`, `ERR_AT_PROTO_LOCK`,
+ *   `ERR_AT_PROTO_UNAVAILABLE`, `ERR_AT_PROTO_DECRYPT`, `ERR_AT_PROTO_KEY_RING_UNAVAILABLE`): 503;
+ * - an AT Protocol server unreachable (`ERR_AT_PROTO_UPSTREAM`): 502 during a login, 503 otherwise.
+ * Anything else is not the module's to map: `undefined`.
+ * @internal
+ */
+export function toHttpException(
+  error: unknown,
+  phase: AtProtoHttpPhase,
+): HttpException | undefined {
+  if (error instanceof HttpException) return error;
+  if (error instanceof AtProtoBadRequestError) {
+    return new BadRequestException(error.message, { cause: error });
+  }
+  if (isSessionEndedError(error)) {
+    return new UnauthorizedException(AT_PROTO_MESSAGES.sessionEnded, { cause: error });
+  }
+  if (!(error instanceof AtProtoError)) return undefined;
+  switch (error.code) {
+    case 'ERR_AT_PROTO_STORE':
+    case 'ERR_AT_PROTO_UNAVAILABLE':
+    case 'ERR_AT_PROTO_DECRYPT':
+    case 'ERR_AT_PROTO_KEY_RING_UNAVAILABLE':
+      return new ServiceUnavailableException(AT_PROTO_MESSAGES.storageUnavailable, {
+        cause: error,
+      });
+    case 'ERR_AT_PROTO_LOCK':
+      // Lock messages are written for users ("…stayed busy… try again").
+      return new ServiceUnavailableException(error.message, { cause: error });
+    case 'ERR_AT_PROTO_UPSTREAM':
+      return phase === 'login'
+        ? new BadGatewayException(error.message, { cause: error })
+        : new ServiceUnavailableException(error.message, { cause: error });
+    default:
+      return undefined;
+  }
+}
