@@ -4,3 +4,4 @@ export * from './at-proto-decryption.error.js';
 export * from './at-proto-key-ring-unavailable.error.js';
 export * from './at-proto-store.error.js';
 export * from './at-proto-http.errors.js';
+export * from './at-proto-lock.error.js';

@@ -25,7 +25,7 @@ import {
   toHttpException,
 } from '../errors/to-http-exception.js';
 import type { AtProtoRequestAuth } from '../guards/at-proto-request-auth.js';
-import { AtProtoLockError } from '../lock/redlock-request-lock.js';
+import { AtProtoLockError } from '../errors/at-proto-lock.error.js';
 import { AppSessionService } from '../session/app-session.service.js';
 import { describeError } from '../errors/describe-error.js';
 

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger } from '@nestjs/common';
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
-import { AtProtoError } from '../errors/at-proto.error.js';
+import { AtProtoLockError } from '../errors/at-proto-lock.error.js';
 import { describeError } from '../errors/describe-error.js';
 import { noRefreshScope } from './lock-scope.js';
 import {
@@ -11,17 +11,7 @@ import {
   type AtProtoLockLease,
 } from './request-lock.js';
 
-/**
- * Thrown when the distributed session lock cannot be taken (Redis down or the lock held
- * for longer than the wait budget). Nothing was refreshed and the session is intact;
- * `@AtProtoSession()` answers 503.
- * @publicApi
- */
-export class AtProtoLockError extends AtProtoError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('ERR_AT_PROTO_LOCK', message, options);
-  }
-}
+export { AtProtoLockError };
 
 /**
  * The part of a `redlock` (v5) lock this module uses. Declared here because redlock 5's

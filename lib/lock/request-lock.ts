@@ -1,4 +1,5 @@
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
+import { AtProtoLockError } from '../errors/at-proto-lock.error.js';
 
 /** What the holder of a lock can ask about it while its work runs. @publicApi */
 export interface AtProtoLockLease {
@@ -108,7 +109,7 @@ export class LocalRequestLock extends AtProtoRequestLock {
           // Leaving the queue is all it takes: the turn passes over this caller, and the
           // holder ahead keeps it until it leaves.
           waiters.delete(waiter);
-          lockBusyError(waitMs).then(reject, reject);
+          reject(lockBusyError(waitMs));
         },
         Math.min(waitMs, MAX_TIMER_MS),
       );
@@ -134,14 +135,8 @@ export class LocalRequestLock extends AtProtoRequestLock {
   }
 }
 
-/**
- * The error of a wait for the in-process lock that ran out. `AtProtoLockError` lives in
- * redlock-request-lock.ts, which imports this file to extend `AtProtoRequestLock`: a static
- * import back would make the two modules' evaluation order matter (whichever is imported
- * first would see the other's classes uninitialized), so it is loaded when first needed.
- */
-async function lockBusyError(waitedMs: number): Promise<Error> {
-  const { AtProtoLockError } = await import('./redlock-request-lock.js');
+/** The error of a wait for the in-process lock that ran out. */
+function lockBusyError(waitedMs: number): Error {
   return new AtProtoLockError(
     `The session lock stayed busy for ${Math.round(waitedMs)} ms (another request of this ` +
       'app instance held it). Nothing was changed; try again.',

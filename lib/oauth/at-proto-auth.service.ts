@@ -25,7 +25,7 @@ import {
 import { AtProtoStoreError } from '../errors/at-proto-store.error.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
-import { AtProtoLockError } from '../lock/redlock-request-lock.js';
+import { AtProtoLockError } from '../errors/at-proto-lock.error.js';
 import {
   type AtProtoSessionStore,
   type AtProtoStateStore,

@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { Logger } from '@nestjs/common';
 import { describeError } from '../errors/describe-error.js';
 import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
-import { AtProtoLockError } from '../lock/redlock-request-lock.js';
+import { AtProtoLockError } from '../errors/at-proto-lock.error.js';
 import type { AtProtoLockLease, AtProtoRequestLock } from '../lock/request-lock.js';
 import { type AtProtoSessionStore, isVersionedSessionStore } from '../storage/store.interface.js';
 
