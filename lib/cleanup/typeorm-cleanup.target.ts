@@ -168,15 +168,32 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     const keyProperty = repo.metadata.primaryColumns[0]!.propertyName;
     let deleted = 0;
     for (const keys of chunked(rows.map((r) => r.k))) {
-      const result = await withTransientRetry(
+      let attempt = 0;
+      deleted += await withTransientRetry(
         `Cleanup: deleting from ${table}`,
-        () =>
-          where(repo.createQueryBuilder().delete() as DeleteQueryBuilder<ObjectLiteral>)
+        async () => {
+          attempt++;
+          const result = await where(
+            repo.createQueryBuilder().delete() as DeleteQueryBuilder<ObjectLiteral>,
+          )
             .andWhere({ [keyProperty]: In(keys) })
-            .execute(),
+            .execute();
+          if (attempt === 1) return result.affected ?? 0;
+          // On a retry the first attempt may have deleted the rows before its connection was
+          // lost, and this one then deletes none: count the keys that are gone instead, so
+          // that a batch is not reported empty (which ends the run) when it was not. A row
+          // another instance's cleanup deleted meanwhile counts too; a row left alone because
+          // it changed (see above) does not.
+          const present = await this.#onPrimary((m) =>
+            repo
+              .createQueryBuilder(undefined, m.queryRunner)
+              .where({ [keyProperty]: In(keys) })
+              .getCount(),
+          );
+          return keys.length - present;
+        },
         this.retry,
       );
-      deleted += result.affected ?? 0;
     }
     return {
       deleted,

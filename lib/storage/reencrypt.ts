@@ -291,17 +291,32 @@ async function rewrite(
     row[spec.key],
     row[spec.guard],
   ];
-  const affected = await withTransientRetry(`Re-encrypting a row of ${spec.table}`, async () => {
+  let attempt = 0;
+  return withTransientRetry(`Re-encrypting a row of ${spec.table}`, async () => {
+    attempt++;
     // A query runner of its own per attempt: after a lost connection, a retry must not
     // reuse the broken one.
     const runner = dataSource.createQueryRunner();
     try {
-      return (await runner.query(sql, parameters, true)).affected;
+      const { affected } = await runner.query(sql, parameters, true);
+      if ((affected ?? 0) > 0) return true;
+      if (attempt === 1) return false;
+      // Nothing matched on a retry: the first attempt may have landed before its connection
+      // was lost (a session's guard has then moved on). It did if the row holds exactly the
+      // envelopes we wrote: each has a fresh random IV, so no other write can be equal.
+      const columns = rewrites.map(([column]) => e(column)).join(', ');
+      const [current] = (await runner.query(
+        `SELECT ${columns} FROM ${e(spec.table)} WHERE ${e(spec.key)} = ${param(0)}`,
+        [row[spec.key]],
+      )) as Array<Record<string, unknown>>;
+      return (
+        current !== undefined &&
+        rewrites.every(([column, envelope]) => storedEnvelope(current[column]) === envelope)
+      );
     } finally {
       await runner.release();
     }
   });
-  return (affected ?? 0) > 0;
 }
 
 /**

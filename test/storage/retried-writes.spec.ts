@@ -8,6 +8,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DataSource, type DataSourceOptions } from 'typeorm';
+import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
+import { KeyRing } from '../../lib/crypto/key-ring.js';
+import { installKeyRing } from '../../lib/crypto/key-ring.registry.js';
 import { AtProtoStoreError } from '../../lib/errors/at-proto-store.error.js';
 import { atProtoEntities } from '../../lib/storage/entities/index.js';
 import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
@@ -17,13 +20,17 @@ import {
   type TransientRetryOptions,
 } from '../../lib/storage/transient-retry.js';
 import { TypeOrmAppSessionStore } from '../../lib/storage/typeorm/typeorm-app-session.store.js';
+import { reencrypt } from '../../lib/storage/reencrypt.js';
 import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.store.js';
+import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store.js';
 import { createTestDatabase } from '../support/databases.js';
-import { installTestKeyRing } from '../support/key-ring.js';
-import { p, q, randomDid, sessionValue } from '../support/raw-sql.js';
+import { randomKey } from '../support/key-ring.js';
+import { p, q, randomDid, sessionValue, stateValue } from '../support/raw-sql.js';
 import { CuttingProxy } from './fault-proxy.js';
 
-installTestKeyRing();
+const KEYS = { k1: randomKey(), k2: randomKey() };
+// Writes use k1; reencrypt() below moves values to k2, and reads know both.
+installKeyRing(new KeyRing({ activeKeyId: 'k1', keys: KEYS }));
 
 const HOUR = 3_600_000;
 
@@ -182,6 +189,34 @@ describe.each(['postgres', 'mariadb'] as const)(
       await cut;
       expect(retried.length).toBeGreaterThanOrEqual(1);
       expect(await store.get(did)).toBeUndefined();
+    });
+
+    it('cleanup: a DELETE that committed but lost its reply still counts its rows (the batch is not reported empty)', async () => {
+      const now = Date.now();
+      const states = new TypeOrmStateStore(direct, { ttlMs: HOUR, now: () => now - 2 * HOUR });
+      for (let i = 0; i < 5; i++) await states.set(`retried-cleanup-${i}`, stateValue());
+      const target = new TypeOrmCleanupTarget(viaProxy, retry);
+      const cut = proxy.cutNext(/DELETE FROM .atproto_oauth_state/, 'after-reply');
+      expect(await target.deleteExpiredStates(now, 100)).toBe(5);
+      await cut;
+      expect(retried.length).toBeGreaterThanOrEqual(1);
+      expect(await target.deleteExpiredStates(now, 100)).toBe(0);
+    });
+
+    it('reencrypt: a rewrite that committed but lost its reply counts as rewritten, not skipped', async () => {
+      const store = new TypeOrmSessionStore(direct, { ttlMs: HOUR });
+      const did = randomDid();
+      const value = sessionValue(did);
+      await store.set(did, value);
+      const next = new KeyRing({ activeKeyId: 'k2', keys: KEYS });
+      const cut = proxy.cutNext(/UPDATE .atproto_oauth_session. SET .token_set/, 'after-reply');
+      const result = await reencrypt(viaProxy, { keyRing: next });
+      await cut;
+      const counts = result.tables.atproto_oauth_session;
+      expect(result.failures).toEqual([]);
+      expect(counts.skipped).toBe(0);
+      expect(counts.rewritten).toBe(counts.scanned);
+      expect(await store.get(did)).toEqual(value);
     });
   },
 );
