@@ -283,8 +283,13 @@ export class AtProtoAuthService {
         : await this.client.restore(did, refresh);
       return this.withoutNeedlessLocks(session);
     } catch (error) {
-      if (error instanceof AtProtoLockError) {
-        throw new AtProtoUpstreamError(error.message, { cause: error });
+      // The lock's own error, or one the fetch layer wrapped (a refresh refused because the
+      // lock could expire before it completes): its message is meant for users.
+      const lockError = findInCauses(error, AtProtoLockError);
+      if (lockError) {
+        if (lockError !== error)
+          this.#logger.warn(`Restoring an OAuth session failed: ${describeError(lockError)}`);
+        throw new AtProtoUpstreamError(lockError.message, { cause: error });
       }
       if (isSessionGone(error)) {
         throw new AtProtoSessionUnavailableError(
@@ -446,6 +451,18 @@ function isResolutionFailure(error: unknown): boolean {
     typeof name === 'string' &&
     /HandleResolverError|DidError|InvalidDidError|OAuthResolverError/.test(name)
   );
+}
+
+/** The first error of class `type` in the cause chain of `error`. */
+function findInCauses<E extends Error>(
+  error: unknown,
+  type: abstract new (...args: never[]) => E,
+): E | undefined {
+  for (let e = error, depth = 0; e && depth < 5; depth++) {
+    if (e instanceof type) return e;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 /** The module's own storage or lock failed (anywhere in the cause chain). */
