@@ -64,7 +64,13 @@ export interface AtProtoModuleOptions {
      * @default 'atproto_session'
      */
     name?: string;
-    /** Cookie domain, to share the session with subdomains (drops the `__Host-` prefix). */
+    /**
+     * Cookie domain, to share the session with subdomains: the `publicUrl` host or a parent
+     * domain of it (`example.com` for `app.example.com`), never an IP or a single label.
+     * It replaces the `__Host-` prefix with `__Secure-`, so every subdomain (and whoever
+     * controls one) can then set the session and login cookies: share only with subdomains
+     * you trust. Browsers refuse a public suffix such as `co.uk`.
+     */
     domain?: string;
     /** `SameSite` attribute. `strict` breaks the redirect back from the authorization server. @default 'lax' */
     sameSite?: 'lax' | 'none';

@@ -151,4 +151,31 @@ describe('resolveAtProtoOptions', () => {
       ).toMatch(/dangerouslyAllowPrivateHosts.*host or host:port/);
     }
   });
+
+  it('takes cookie.domain only when it is the publicUrl host or a parent of it', async () => {
+    const base = { publicUrl: 'https://app.example.com', encryption, keys: [ecKey()] };
+    for (const domain of ['app.example.com', 'example.com', '.example.com', 'EXAMPLE.com']) {
+      const ok = await resolveAtProtoOptions({ ...base, cookie: { domain } });
+      expect(ok.cookie.domain).toBe(domain.replace(/^\./, '').toLowerCase());
+      expect(ok.cookie.sessionName).toBe('__Secure-atproto_session');
+    }
+    for (const domain of [
+      'https://example.com',
+      'example.com/path',
+      'example.com:443',
+      '*.example.com',
+      'badexample.com',
+      'other.example.com',
+      'sub.app.example.com',
+      'com',
+      '127.0.0.1',
+      '[::1]',
+      'exa mple.com',
+      '',
+    ]) {
+      expect((await problemsOf({ ...base, cookie: { domain } })).join('\n')).toMatch(
+        /cookie\.domain/,
+      );
+    }
+  });
 });

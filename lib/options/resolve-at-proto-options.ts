@@ -247,6 +247,7 @@ export async function resolveAtProtoOptions(
     }
   }
 
+  const cookieDomain = resolveCookieDomain(input.cookie?.domain, publicUrl, problems);
   problems.push(...KeyRing.validate(input.encryption as AtProtoModuleOptions['encryption']));
   if (input.redisStore && !input.redis) {
     problems.push('redisStore: true needs the redis option (a redis:// URL)');
@@ -341,7 +342,7 @@ export async function resolveAtProtoOptions(
   // Domain: a sibling subdomain can then neither set nor shadow it.
   // With a Domain (shared with subdomains) `__Host-` is not allowed; `__Secure-` still
   // stops a sibling from planting a non-Secure cookie of the same name.
-  const hostPrefix = !secure ? '' : input.cookie?.domain ? '__Secure-' : '__Host-';
+  const hostPrefix = !secure ? '' : cookieDomain ? '__Secure-' : '__Host-';
   return {
     publicUrl: base,
     origin: publicUrl.origin,
@@ -357,7 +358,7 @@ export async function resolveAtProtoOptions(
       loginName: `${hostPrefix}${cookieName}_login`,
       secure,
       sameSite: input.cookie?.sameSite ?? 'lax',
-      domain: input.cookie?.domain,
+      domain: cookieDomain,
     },
     appSession: {
       idleTtlMs: input.appSession?.idleTtl ?? DEFAULTS.appSessionIdleTtl,
@@ -389,6 +390,41 @@ export async function resolveAtProtoOptions(
     allowHttpServers: input.allowHttpServers ?? false,
     privateHosts: (input.dangerouslyAllowPrivateHosts ?? []).map((h) => h.toLowerCase()),
   };
+}
+
+/**
+ * `cookie.domain`, checked: a browser silently drops a cookie whose Domain does not cover
+ * the host that sets it, and the cookie library throws on a malformed one (every login would
+ * answer 500), so both are refused at boot. It must be the publicUrl host or a parent of it
+ * on label boundaries (`example.com` covers `app.example.com`, not `badexample.com`), never
+ * an IP address or a single label. A leading dot is ignored, as browsers do.
+ */
+function resolveCookieDomain(
+  raw: string | undefined,
+  publicUrl: URL | undefined,
+  problems: string[],
+): string | undefined {
+  if (typeof raw !== 'string' || raw === '') return undefined; // the schema reports those
+  const domain = raw.replace(/^\./, '').toLowerCase();
+  const host = publicUrl?.hostname.toLowerCase();
+  const fail = (why: string) => {
+    problems.push(
+      `cookie.domain ${why}; leave it unset to keep cookies on ${host ?? 'the publicUrl host'} only`,
+    );
+    return undefined;
+  };
+  if (
+    !/^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(domain) ||
+    domain.split('.').some((l) => !l || l.length > 63)
+  ) {
+    return fail('must be a domain name such as "example.com" (no scheme, port, path or wildcard)');
+  }
+  if (/^[0-9.]+$/.test(domain)) return fail('must be a domain name, not an IP address');
+  if (!domain.includes('.')) return fail('must have at least two labels (browsers refuse "com")');
+  if (host !== undefined && host !== domain && !host.endsWith(`.${domain}`)) {
+    return fail(`must be the publicUrl host (${host}) or a parent domain of it`);
+  }
+  return domain;
 }
 
 async function importSigningKey(
