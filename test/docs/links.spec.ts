@@ -5,7 +5,7 @@
  * A moved or deleted file, or a reference to a document outside the repository, fails here.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -157,6 +157,26 @@ describe.each(DOCS)('%s', (doc) => {
     }
     expect(broken).toEqual([]);
   });
+});
+
+it('names no folder of a machine in any file of the repository', () => {
+  // What a file of the repository refers to must be in the repository (or a system path
+  // such as /usr/bin/chromium): a home or work folder exists on one machine only.
+  const machineFolder = new RegExp(String.raw`(^|[^\w.])/(work|root|home|Users)/\S*`, 'm');
+  const found: string[] = [];
+  for (const file of repoFiles) {
+    if (file === 'package-lock.json' || !existsSync(join(repoDir, file))) continue;
+    const text = readFileSync(join(repoDir, file));
+    if (text.includes(0)) continue; // binary
+    text
+      .toString('utf8')
+      .split('\n')
+      .forEach((line, index) => {
+        const match = machineFolder.exec(line);
+        if (match) found.push(`${file}:${index + 1} ${match[0].trim()}`);
+      });
+  }
+  expect(found).toEqual([]);
 });
 
 it('checks every markdown document of the top level and docs/', () => {
