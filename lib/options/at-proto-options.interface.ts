@@ -49,6 +49,14 @@ export interface AtProtoModuleOptions {
    * published) until the sessions created with it are gone, or those users are logged out.
    */
   keys?: AtProtoSigningKeyInput[];
+  /**
+   * The `kid` of the key in `keys` that new sessions are bound to; required when `keys` has
+   * more than one key. The others stay published (sessions bound to them keep working).
+   * Rotate in two deploys: first add the new key to `keys` on every instance (not active),
+   * then make it active; an instance that lacks a session's key deletes that session.
+   * @default the kid of the only key
+   */
+  activeSigningKid?: string;
 
   /**
    * The AES-256-GCM key ring that encrypts tokens, DPoP keys and PKCE verifiers at rest.

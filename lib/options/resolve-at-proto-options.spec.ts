@@ -27,6 +27,7 @@ describe('resolveAtProtoOptions', () => {
       publicUrl: 'https://app.example.com/api/',
       clientName: 'Acme',
       keys: [ecKey('k1'), JSON.stringify(ecKey('k2'))],
+      activeSigningKid: 'k1',
       encryption,
     });
     expect(r.clientMode).toBe('confidential');
@@ -177,5 +178,28 @@ describe('resolveAtProtoOptions', () => {
         /cookie\.domain/,
       );
     }
+  });
+
+  it('binds new sessions to the named signing key, which must be one of keys', async () => {
+    const base = { publicUrl: 'https://app.example.com', encryption };
+    const [k1, k2] = [ecKey('k1'), ecKey('k2')];
+    const resolved = await resolveAtProtoOptions({
+      ...base,
+      keys: [k1, k2],
+      activeSigningKid: 'k2',
+    });
+    expect(resolved.signingKeys.map((k) => k.kid)).toEqual(['k2', 'k1']);
+    expect(resolved.activeSigningKid).toBe('k2');
+    expect((await resolveAtProtoOptions({ ...base, keys: [k1] })).activeSigningKid).toBe('k1');
+    expect((await problemsOf({ ...base, keys: [k1, k2] })).join()).toMatch(
+      /activeSigningKid is required with several keys.*k1, k2/,
+    );
+    expect((await problemsOf({ ...base, keys: [k1, k2], activeSigningKid: 'k3' })).join()).toMatch(
+      /activeSigningKid "k3" is not the kid of a key/,
+    );
+    const pasted = JSON.stringify(k2);
+    const text = (await problemsOf({ ...base, keys: [k1, k2], activeSigningKid: pasted })).join();
+    expect(text).toMatch(/a value of \d+ characters/);
+    expect(text).not.toContain(String(k2.d));
   });
 });

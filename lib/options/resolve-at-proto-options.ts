@@ -76,6 +76,9 @@ const optionsSchema = z.object({
         'keys must be an array of private ES256 JWKs (objects or JSON strings) or { kid, pem }',
     })
     .optional(),
+  activeSigningKid: z
+    .string({ error: 'activeSigningKid must be a string (a kid of keys)' })
+    .optional(),
   encryption: z.unknown(),
   cookie: z
     .object({
@@ -285,6 +288,27 @@ export async function resolveAtProtoOptions(
         kids.add(key.kid as string);
         signingKeys.push(key);
       }
+      // The OAuth client binds a new session to the first key of its keyset: the active one
+      // goes first, named explicitly (list order is easy to get wrong during a rotation).
+      const active = input.activeSigningKid;
+      if (active === undefined && input.keys.length > 1) {
+        problems.push(
+          `activeSigningKid is required with several keys: name the kid new sessions are bound to (one of ${[...kids].join(', ')})`,
+        );
+      } else if (typeof active === 'string' && signingKeys.length === input.keys.length) {
+        const index = signingKeys.findIndex((k) => k.kid === active);
+        if (index < 0) {
+          // Echoed only when it looks like a kid: a key pasted here by mistake is not printed.
+          const shown = /^[\w.:-]{1,64}$/.test(active)
+            ? `"${active}"`
+            : `(a value of ${active.length} characters)`;
+          problems.push(
+            `activeSigningKid ${shown} is not the kid of a key in keys (${[...kids].join(', ')})`,
+          );
+        } else {
+          signingKeys.unshift(...signingKeys.splice(index, 1));
+        }
+      }
     }
   }
 
@@ -351,6 +375,7 @@ export async function resolveAtProtoOptions(
     urls,
     clientMetadata,
     signingKeys,
+    activeSigningKid: signingKeys[0]?.kid,
     keyRing: new KeyRing(input.encryption),
     scope,
     cookie: {

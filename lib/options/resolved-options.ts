@@ -24,7 +24,10 @@ export interface ResolvedAtProtoOptions {
     readonly logout: string;
   };
   readonly clientMetadata: OAuthClientMetadataInput;
+  /** The signing keys, the active one first (new sessions are bound to it). */
   readonly signingKeys: readonly Key[];
+  /** `kid` of the active signing key (confidential client only). */
+  readonly activeSigningKid: string | undefined;
   readonly keyRing: KeyRing;
   readonly scope: string;
   readonly cookie: {
