@@ -202,4 +202,13 @@ describe('resolveAtProtoOptions', () => {
     expect(text).toMatch(/a value of \d+ characters/);
     expect(text).not.toContain(String(k2.d));
   });
+
+  it('caps cleanup.batchSize at 10000 (one statement lists that many keys)', async () => {
+    const base = { publicUrl: 'https://app.example.com', encryption, keys: [ecKey()] };
+    const ok = await resolveAtProtoOptions({ ...base, cleanup: { batchSize: 10_000 } });
+    expect(ok.cleanup.batchSize).toBe(10_000);
+    expect((await problemsOf({ ...base, cleanup: { batchSize: 10_001 } })).join()).toMatch(
+      /cleanup\.batchSize must be at most 10000/,
+    );
+  });
 });
