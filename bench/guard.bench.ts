@@ -16,7 +16,7 @@ import {
   atProtoEntities,
   atProtoMigrations,
   Public,
-} from '../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../test/support/databases.js';
 import { randomKey } from '../test/support/key-ring.js';
 

@@ -11,9 +11,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import { DataSource } from 'typeorm';
+import { atProtoEntities, atProtoMigrations, TypeOrmSessionStore } from 'nestjs-atproto-auth';
 import { noRefreshScope, sessionLockName, withScopedReads } from '../lib/lock/lock-scope.js';
 import { createLockConnection, createRedlockRequestLock } from '../lib/redis/redis-lock.factory.js';
-import { atProtoEntities, atProtoMigrations, TypeOrmSessionStore } from '../lib/index.js';
 import { createTestDatabase } from '../test/support/databases.js';
 import { installTestKeyRing } from '../test/support/key-ring.js';
 import { randomDid, sessionValue } from '../test/support/raw-sql.js';

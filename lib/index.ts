@@ -42,10 +42,15 @@ export {
   type AtProtoEvent,
   type AtProtoSessionDeletedReason,
 } from './events/at-proto-events.js';
-export { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
 export {
-  AtProtoLockError,
+  AtProtoRequestLock,
+  LocalRequestLock,
+  type AtProtoLockLease,
+  type LocalRequestLockOptions,
+} from './lock/request-lock.js';
+export {
   RedlockRequestLock,
+  type RedisEvalClient,
   type RedlockLike,
   type RedlockLockLike,
   type RedlockRequestLockOptions,
@@ -69,13 +74,16 @@ export {
   atProtoEntities,
 } from './storage/entities/index.js';
 export { atProtoMigrations, AtProtoInit1763800000000 } from './storage/migrations/index.js';
-export type {
-  AppSessionRecord,
-  AppSessionStore,
-  AtProtoKeyValueStore,
-  AtProtoSessionStore,
-  AtProtoStateStore,
-  AtProtoStoreOptions,
+export {
+  isVersionedSessionStore,
+  type AppSessionRecord,
+  type AppSessionStore,
+  type AtProtoKeyValueStore,
+  type AtProtoSessionStore,
+  type AtProtoStateStore,
+  type AtProtoStoreOptions,
+  type AtProtoVersionedSessionStore,
+  type VersionedSession,
 } from './storage/store.interface.js';
 export {
   TypeOrmStateStore,
@@ -94,6 +102,7 @@ export {
   RedisSessionStore,
   RedisStateStore,
   type RedisCommandClient,
+  type RedisScriptingClient,
   type RedisOAuthCaches,
   type RedisOAuthCachesOptions,
   type RedisStoreOptions,

@@ -13,7 +13,9 @@ export interface AtProtoLockLease {
 
 /**
  * The lock the OAuth client takes around every session restore and refresh, one name per
- * DID. Swap it (provide this abstract class) to coordinate several app instances.
+ * DID. The module provides its own: `LocalRequestLock` in one process, or a Redlock lock with
+ * the `redis` option to coordinate several instances. There is no option to provide another
+ * implementation yet.
  * @publicApi
  */
 export abstract class AtProtoRequestLock {

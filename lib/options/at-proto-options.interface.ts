@@ -134,8 +134,10 @@ export interface AtProtoModuleOptions {
 
   /**
    * Deletion of expired OAuth states, OAuth sessions past their retention, and ended app
-   * sessions, in batches. With `redis`, one BullMQ job scheduler runs it for every instance;
-   * without, an in-process timer does.
+   * sessions, in batches, and revocation of OAuth sessions no app session uses any more. By
+   * default each instance runs it on an in-process timer (deletions are idempotent, so
+   * several instances only repeat work); with the `bullmq` extra (needs `redis`), one BullMQ
+   * job scheduler runs it once per interval for all instances.
    */
   cleanup?: {
     /** Run cleanup on a schedule. @default true, except when NODE_ENV is 'test' */

@@ -93,6 +93,8 @@ export async function createRedlockRequestLock(
   const { default: Redlock } = await loadOptional<{ default: RedlockConstructor }>(
     'redlock',
     'The redis option (distributed session lock)',
+    // `npm install redlock` gets 4.x, whose API differs.
+    'redlock@5.0.0-beta.2',
   );
   return new RedlockRequestLock((settings) => new Redlock([client], settings), {
     ...overrides,

@@ -5,15 +5,15 @@
  * list of OAuth sessions whose user has no active app session.
  */
 import { DataSource, type Logger } from 'typeorm';
-import { MemoryCleanupTarget } from '../../lib/cleanup/memory-cleanup.target.js';
-import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
 import {
+  atProtoEntities,
   MemoryAppSessionStore,
   MemorySessionStore,
   MemoryStateStore,
-} from '../../lib/storage/memory/memory.stores.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
+  atProtoMigrations,
+} from 'nestjs-atproto-auth';
+import { MemoryCleanupTarget } from '../../lib/cleanup/memory-cleanup.target.js';
+import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
 import { createTestDatabase, type Dialect, DIALECTS } from '../support/databases.js';
 import { installTestKeyRing } from '../support/key-ring.js';
 import { randomDid, sessionValue } from '../support/raw-sql.js';

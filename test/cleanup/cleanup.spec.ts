@@ -4,10 +4,10 @@
  * mid-batch leaves consistent tables and the next run finishes the job.
  */
 import { DataSource } from 'typeorm';
+import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
 import type { CleanupTarget } from '../../lib/cleanup/cleanup.interface.js';
 import { CleanupRunner } from '../../lib/cleanup/cleanup.service.js';
 import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
-import { atProtoEntities, atProtoMigrations } from '../../lib/index.js';
 import { createTestDatabase, type Dialect } from '../support/databases.js';
 
 const EXPIRED = 100_000;

@@ -11,7 +11,7 @@ import {
   AT_PROTO_SESSION_STORE,
   AtProtoAuthService,
   type AtProtoSessionStore,
-} from '../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { sessionLockName } from '../../lib/lock/lock-scope.js';
 import { createTestDatabase } from '../support/databases.js';
 import { AppBrowser } from './support/app-client.js';

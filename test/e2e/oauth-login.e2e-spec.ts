@@ -12,7 +12,7 @@ import {
   AtProtoCleanupService,
   AT_PROTO_SESSION_STORE,
   type AtProtoSessionStore,
-} from '../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { createTestDatabase, type Dialect } from '../support/databases.js';
 import { AppBrowser } from './support/app-client.js';
 import { signInAndConsent, startTestPds, type TestAccount, type TestPds } from './support/pds.js';

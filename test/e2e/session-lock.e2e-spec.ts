@@ -17,7 +17,7 @@ import {
   type AtProtoLockLease,
   AtProtoRequestLock,
   type AtProtoSessionStore,
-} from '../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { sessionLockName } from '../../lib/lock/lock-scope.js';
 import { createTestDatabase } from '../support/databases.js';
 import { AppBrowser } from './support/app-client.js';

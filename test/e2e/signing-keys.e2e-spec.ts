@@ -7,7 +7,7 @@ import {
   AT_PROTO_SESSION_STORE,
   AtProtoAuthService,
   type AtProtoSessionStore,
-} from '../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../support/databases.js';
 import { AppBrowser } from './support/app-client.js';
 import { startTestPds, type TestAccount, type TestPds } from './support/pds.js';

@@ -14,7 +14,7 @@ import {
   AT_PROTO_SESSION_STORE,
   AtProtoAuthService,
   type AtProtoSessionStore,
-} from '../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../support/databases.js';
 import { AppBrowser } from './support/app-client.js';
 import {

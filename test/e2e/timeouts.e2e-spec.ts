@@ -9,7 +9,7 @@ import {
   AtProtoUpstreamError,
   AT_PROTO_SESSION_STORE,
   type AtProtoSessionStore,
-} from '../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../support/databases.js';
 import { AppBrowser } from './support/app-client.js';
 import { startTestPds, type TestAccount, type TestPds } from './support/pds.js';

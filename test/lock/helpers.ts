@@ -1,6 +1,6 @@
 /** Helpers of the session lock's tests. */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { RedlockLike, RedlockSettings } from '../../lib/lock/redlock-request-lock.js';
+import { type RedlockLike, type RedlockSettings } from 'nestjs-atproto-auth';
 
 /** How a promise ended within a time cap, and after how long. */
 export type Settled<T> =

@@ -1,7 +1,6 @@
 /** The in-process session lock: one holder per name, a bounded wait, and its lease. */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AtProtoLockError } from '../../lib/lock/redlock-request-lock.js';
-import { LocalRequestLock } from '../../lib/lock/request-lock.js';
+import { AtProtoLockError, LocalRequestLock } from 'nestjs-atproto-auth';
 import { settle } from './helpers.js';
 
 describe('LocalRequestLock', () => {

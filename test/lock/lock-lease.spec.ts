@@ -5,13 +5,13 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { noRefreshScope } from '../../lib/lock/lock-scope.js';
 import {
   RedlockRequestLock,
   type RedlockLike,
   type RedlockLockLike,
   type RedlockSettings,
-} from '../../lib/lock/redlock-request-lock.js';
+} from 'nestjs-atproto-auth';
+import { noRefreshScope } from '../../lib/lock/lock-scope.js';
 import {
   createLockConnection,
   createRedlockRequestLock,

@@ -9,7 +9,7 @@ import {
   RedlockRequestLock,
   type RedlockLike,
   type RedlockLockLike,
-} from '../../lib/lock/redlock-request-lock.js';
+} from 'nestjs-atproto-auth';
 import { settle } from './helpers.js';
 
 function fakeRedlock(lock: () => Promise<RedlockLockLike>): RedlockLike {

@@ -1,7 +1,7 @@
 /** The distributed session lock against real Redis servers. */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { AtProtoLockError, RedlockRequestLock } from 'nestjs-atproto-auth';
 import { noRefreshScope } from '../../lib/lock/lock-scope.js';
-import { AtProtoLockError, RedlockRequestLock } from '../../lib/lock/redlock-request-lock.js';
 import {
   createLockConnection,
   createRedlockRequestLock,

@@ -6,19 +6,19 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { AtProtoStoreError } from '../../lib/errors/at-proto-store.error.js';
 import {
+  AtProtoStoreError,
   AtProtoLockError,
   RedlockRequestLock,
   type RedlockLockLike,
-} from '../../lib/lock/redlock-request-lock.js';
+  RedisSessionStore,
+} from 'nestjs-atproto-auth';
 import {
   createLockConnection,
   createRedlockRequestLock,
   LOCK_COMMAND_TIMEOUT_MS,
   type RedisClientLike,
 } from '../../lib/redis/redis-lock.factory.js';
-import { RedisSessionStore } from '../../lib/storage/redis/index.js';
 import { OwnRedis } from '../support/redis-server.js';
 import { loadRedlock, settle } from './helpers.js';
 

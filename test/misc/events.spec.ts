@@ -1,7 +1,7 @@
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { config, filter, map, Observable, Subject, tap } from 'rxjs';
-import { type AtProtoEvent, AtProtoEvents } from '../../lib/events/at-proto-events.js';
+import { type AtProtoEvent, AtProtoEvents } from 'nestjs-atproto-auth';
 
 const did = 'did:plc:abcdefghijklmnopqrstuvwx';
 const login = (n: number): AtProtoEvent => ({ type: 'login', did, appSessionId: `s${n}` });

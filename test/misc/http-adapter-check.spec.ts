@@ -2,7 +2,7 @@ import { Controller, Get, Module, type INestApplicationContext } from '@nestjs/c
 import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import { Test } from '@nestjs/testing';
-import { AtProtoConfigError } from '../../lib/errors/at-proto-config.error.js';
+import { AtProtoConfigError } from 'nestjs-atproto-auth';
 import { AtProtoHttpAdapterCheck } from '../../lib/http/http-adapter.check.js';
 
 /**

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { AtProtoConfigError } from '../../lib/errors/at-proto-config.error.js';
-import { resolveAtProtoOptions } from '../../lib/options/resolve-at-proto-options.js';
+import { AtProtoConfigError, resolveAtProtoOptions } from 'nestjs-atproto-auth';
 import { bytesEncodings, leaks } from '../support/secret-needles.js';
 
 // The module's boot validation (resolveAtProtoOptions) reports key-ring problems with the

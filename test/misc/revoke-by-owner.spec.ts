@@ -1,9 +1,11 @@
 import { DataSource } from 'typeorm';
-import type { ResolvedAtProtoOptions } from '../../lib/options/resolved-options.js';
-import { AppSessionService } from '../../lib/session/app-session.service.js';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
-import { TypeOrmAppSessionStore } from '../../lib/storage/typeorm/typeorm-app-session.store.js';
+import {
+  type ResolvedAtProtoOptions,
+  AppSessionService,
+  atProtoEntities,
+  atProtoMigrations,
+  TypeOrmAppSessionStore,
+} from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../support/databases.js';
 
 const DAY = 24 * 60 * 60_000;

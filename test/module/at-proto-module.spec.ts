@@ -19,7 +19,7 @@ import {
   type AtProtoModuleOptions,
   AT_PROTO_OPTIONS,
   type ResolvedAtProtoOptions,
-} from '../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { randomKey } from '../support/key-ring.js';
 
 const encryption = { activeKeyId: 'k', keys: { k: randomKey() } };

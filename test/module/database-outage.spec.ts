@@ -13,7 +13,7 @@ import {
   AtProtoModule,
   atProtoEntities,
   atProtoMigrations,
-} from '../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
 import {

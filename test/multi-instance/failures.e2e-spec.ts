@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { AtProtoOAuthSessionEntity } from '../../lib/index.js';
+import { AtProtoOAuthSessionEntity } from 'nestjs-atproto-auth';
 import { OwnRedis } from '../support/redis-server.js';
 import {
   Cluster,

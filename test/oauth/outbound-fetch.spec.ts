@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { type ResolvedAtProtoOptions } from 'nestjs-atproto-auth';
 import { clientFetch } from '../../lib/oauth/oauth-client.factory.js';
-import type { ResolvedAtProtoOptions } from '../../lib/options/resolved-options.js';
 
 /**
  * The fetch the OAuth client uses must never reach a private address the options do not

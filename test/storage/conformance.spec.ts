@@ -1,10 +1,13 @@
 import { DataSource } from 'typeorm';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
-import { MemorySessionStore, MemoryStateStore } from '../../lib/storage/memory/memory.stores.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
-import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.store.js';
-import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store.js';
-import { defineStoreConformanceTests } from '../../lib/testing/index.js';
+import {
+  atProtoEntities,
+  MemorySessionStore,
+  MemoryStateStore,
+  atProtoMigrations,
+  TypeOrmSessionStore,
+  TypeOrmStateStore,
+} from 'nestjs-atproto-auth';
+import { defineStoreConformanceTests } from 'nestjs-atproto-auth/testing';
 import { createTestDatabase, DIALECTS } from '../support/databases.js';
 import { installTestKeyRing } from '../support/key-ring.js';
 

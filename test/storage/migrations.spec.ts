@@ -1,6 +1,5 @@
 import { DataSource } from 'typeorm';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
+import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
 import { createTestDatabase, DIALECTS } from '../support/databases.js';
 
 describe.each(DIALECTS)('shipped migrations on %s', (dialect) => {

@@ -5,13 +5,13 @@
 import { randomBytes } from 'node:crypto';
 import type { AtprotoDid, NodeOAuthClientOptions } from '@atproto/oauth-client-node';
 import { Redis } from 'ioredis';
-import { KeyRing } from '../../lib/crypto/key-ring.js';
-import { installKeyRing } from '../../lib/crypto/key-ring.registry.js';
 import {
+  KeyRing,
+  installKeyRing,
   createRedisOAuthCaches,
   REDIS_OAUTH_CACHE_TTL_MS,
   type RedisOAuthCaches,
-} from '../../lib/storage/redis/index.js';
+} from 'nestjs-atproto-auth';
 import { randomKey } from '../support/key-ring.js';
 import { randomDid } from '../support/raw-sql.js';
 import { OwnRedis } from '../support/redis-server.js';

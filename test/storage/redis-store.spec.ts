@@ -10,13 +10,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import ts from 'typescript';
-import { KeyRing } from '../../lib/crypto/key-ring.js';
-import { installKeyRing } from '../../lib/crypto/key-ring.registry.js';
-import { AtProtoDecryptionError } from '../../lib/errors/at-proto-decryption.error.js';
-import { AtProtoStoreError } from '../../lib/errors/at-proto-store.error.js';
-import { RedisSessionStore, RedisStateStore } from '../../lib/storage/redis/index.js';
-import { isTransientDatabaseError } from '../../lib/storage/transient-retry.js';
-import { defineStoreConformanceTests } from '../../lib/testing/index.js';
+import {
+  KeyRing,
+  installKeyRing,
+  AtProtoDecryptionError,
+  AtProtoStoreError,
+  RedisSessionStore,
+  RedisStateStore,
+  isTransientDatabaseError,
+} from 'nestjs-atproto-auth';
+import { defineStoreConformanceTests } from 'nestjs-atproto-auth/testing';
 import { randomKey } from '../support/key-ring.js';
 import { encodings, jwkD, jwkDEncodings, leaks, openEnvelope } from '../support/secret-needles.js';
 import { dpopPrivateJwk, randomDid, secret, sessionValue, stateValue } from '../support/raw-sql.js';

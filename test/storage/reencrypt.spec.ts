@@ -1,15 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import type { NodeSavedSession, NodeSavedState } from '@atproto/oauth-client-node';
 import { DataSource } from 'typeorm';
-import { KeyRing } from '../../lib/crypto/key-ring.js';
-import { installKeyRing } from '../../lib/crypto/key-ring.registry.js';
-import { AtProtoConfigError } from '../../lib/errors/at-proto-config.error.js';
-import { AtProtoKeyRingUnavailableError } from '../../lib/errors/at-proto-key-ring-unavailable.error.js';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
-import { reencrypt, type ReencryptProgress } from '../../lib/storage/index.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
-import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.store.js';
-import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store.js';
+import {
+  KeyRing,
+  installKeyRing,
+  AtProtoConfigError,
+  AtProtoKeyRingUnavailableError,
+  atProtoEntities,
+  reencrypt,
+  type ReencryptProgress,
+  atProtoMigrations,
+  TypeOrmSessionStore,
+  TypeOrmStateStore,
+} from 'nestjs-atproto-auth';
 import { createTestDatabase, type Dialect, DIALECTS } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
 import {

@@ -6,14 +6,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DataSource } from 'typeorm';
+import {
+  KeyRing,
+  installKeyRing,
+  AtProtoAppSessionEntity,
+  reencrypt,
+  TypeOrmAppSessionStore,
+  TypeOrmSessionStore,
+  TypeOrmStateStore,
+} from 'nestjs-atproto-auth';
 import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
-import { KeyRing } from '../../lib/crypto/key-ring.js';
-import { installKeyRing } from '../../lib/crypto/key-ring.registry.js';
-import { AtProtoAppSessionEntity } from '../../lib/storage/entities/app-session.entity.js';
-import { reencrypt } from '../../lib/storage/index.js';
-import { TypeOrmAppSessionStore } from '../../lib/storage/typeorm/typeorm-app-session.store.js';
-import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.store.js';
-import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store.js';
 import { createReplicatedTestDatabases } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
 import { randomDid, sessionValue, stateValue } from '../support/raw-sql.js';

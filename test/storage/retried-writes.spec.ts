@@ -8,21 +8,21 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DataSource, type DataSourceOptions } from 'typeorm';
-import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
-import { KeyRing } from '../../lib/crypto/key-ring.js';
-import { installKeyRing } from '../../lib/crypto/key-ring.registry.js';
-import { AtProtoStoreError } from '../../lib/errors/at-proto-store.error.js';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
-import type { AppSessionRecord } from '../../lib/storage/store.interface.js';
 import {
+  KeyRing,
+  installKeyRing,
+  AtProtoStoreError,
+  atProtoEntities,
+  atProtoMigrations,
+  type AppSessionRecord,
   isTransientDatabaseError,
   type TransientRetryOptions,
-} from '../../lib/storage/transient-retry.js';
-import { TypeOrmAppSessionStore } from '../../lib/storage/typeorm/typeorm-app-session.store.js';
-import { reencrypt } from '../../lib/storage/reencrypt.js';
-import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.store.js';
-import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store.js';
+  TypeOrmAppSessionStore,
+  reencrypt,
+  TypeOrmSessionStore,
+  TypeOrmStateStore,
+} from 'nestjs-atproto-auth';
+import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
 import { createTestDatabase } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
 import { p, q, randomDid, sessionValue, stateValue } from '../support/raw-sql.js';

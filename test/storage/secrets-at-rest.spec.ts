@@ -1,13 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { DataSource } from 'typeorm';
-import { KeyRing } from '../../lib/crypto/key-ring.js';
-import { installKeyRing } from '../../lib/crypto/key-ring.registry.js';
-import { AtProtoDecryptionError } from '../../lib/errors/at-proto-decryption.error.js';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
-import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.store.js';
-import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store.js';
+import {
+  KeyRing,
+  installKeyRing,
+  AtProtoDecryptionError,
+  atProtoEntities,
+  atProtoMigrations,
+  TypeOrmSessionStore,
+  TypeOrmStateStore,
+} from 'nestjs-atproto-auth';
 import { createTestDatabase, type Dialect, DIALECTS } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
 import {

@@ -4,15 +4,15 @@ import mysql2 from 'mysql2';
 import mysqlPromise from 'mysql2/promise';
 import pg from 'pg';
 import { DataSource, type DataSourceOptions, QueryFailedError } from 'typeorm';
-import { AtProtoStoreError } from '../../lib/errors/at-proto-store.error.js';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
 import {
+  AtProtoStoreError,
+  atProtoEntities,
+  atProtoMigrations,
   isTransientDatabaseError,
   type TransientRetryOptions,
-} from '../../lib/storage/transient-retry.js';
-import { TypeOrmSessionStore } from '../../lib/storage/typeorm/typeorm-session.store.js';
-import { TypeOrmStateStore } from '../../lib/storage/typeorm/typeorm-state.store.js';
+  TypeOrmSessionStore,
+  TypeOrmStateStore,
+} from 'nestjs-atproto-auth';
 import { createTestDatabase, DIALECTS } from '../support/databases.js';
 import { installTestKeyRing } from '../support/key-ring.js';
 import { randomDid, sessionValue, stateValue } from '../support/raw-sql.js';

@@ -3,8 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource, type DataSourceOptions } from 'typeorm';
-import { atProtoEntities } from '../../lib/storage/entities/index.js';
-import { atProtoMigrations } from '../../lib/storage/migrations/index.js';
+import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
 
 /** The three databases every storage test runs on. */
 export type Dialect = 'sqlite' | 'postgres' | 'mariadb';

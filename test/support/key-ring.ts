@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { KeyRing } from '../../lib/crypto/key-ring.js';
-import { installKeyRing } from '../../lib/crypto/key-ring.registry.js';
+import { KeyRing, installKeyRing } from 'nestjs-atproto-auth';
 
 /** A fresh random key, base64 as the options take it. */
 export function randomKey(): string {

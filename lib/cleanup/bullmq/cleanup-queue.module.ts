@@ -1,3 +1,4 @@
+import { AtProtoConfigError } from '../../errors/at-proto-config.error.js';
 // Loaded only when the module's `bullmq` extra is set (see at-proto.module-definition.ts):
 // it is the one place that imports @nestjs/bullmq and bullmq, which are optional peers.
 import { BullModule, InjectQueue, Processor, WorkerHost } from '@nestjs/bullmq';
@@ -103,9 +104,10 @@ export class AtProtoCleanupQueueModule {
           inject: [AT_PROTO_OPTIONS],
           useFactory: (options: ResolvedAtProtoOptions) => {
             if (!options.redis) {
-              throw new Error(
-                'AtProtoModule: the bullmq extra needs the redis option (a redis:// URL).',
-              );
+              // Checked with the other options at boot; kept for a wiring mistake.
+              throw new AtProtoConfigError([
+                'bullmq: true needs the redis option (a redis:// URL) for BullMQ to run on',
+              ]);
             }
             return {
               connection: bullConnection(options.redis),

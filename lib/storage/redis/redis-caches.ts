@@ -10,6 +10,7 @@ import type {
 } from '@atproto/oauth-client-node';
 import type { KeyRing } from '../../crypto/key-ring.js';
 import { getInstalledKeyRing } from '../../crypto/key-ring.registry.js';
+import { AtProtoStoreError } from '../../errors/at-proto-store.error.js';
 import { AtProtoKeyRingUnavailableError } from '../../errors/at-proto-key-ring-unavailable.error.js';
 import { assertValidKeyPrefix, type RedisCommandClient } from './redis-client.js';
 
@@ -149,7 +150,12 @@ export class RedisJsonCache<K extends string, V> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error(`no answer from Redis within ${this.timeoutMs} ms`)),
+        () =>
+          reject(
+            new AtProtoStoreError(
+              `A shared cache got no answer from Redis within ${this.timeoutMs} ms.`,
+            ),
+          ),
         this.timeoutMs,
       );
     });

@@ -4,7 +4,7 @@
  * browser, and a `globalThis.fetch` forwarder so the PDS can load client metadata served by a
  * local plain-HTTP listener under a made-up https origin.
  *
- * Recipe and the reasons behind each setting: /work/shared/E2E-PDS.md.
+ * Recipe and the reasons behind each setting: docs/developers.md, "The local PDS".
  * @internal
  */
 import { createHash, randomBytes } from 'node:crypto';

@@ -23,7 +23,7 @@ import {
   type AtProtoModuleExtras,
   type AtProtoModuleOptions,
   Public,
-} from '../../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { randomKey } from '../../support/key-ring.js';
 import { forwardOriginToLocal, type TestPds } from './pds.js';
 

@@ -27,7 +27,7 @@ import {
   installKeyRing,
   KeyRing,
   TypeOrmSessionStore,
-} from '../../../lib/index.js';
+} from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../../support/databases.js';
 import { freePort } from '../../support/redis-server.js';
 import { CookieJar } from '../../e2e/support/cookie-jar.js';
