@@ -65,7 +65,12 @@ const DOC_APPS: DocApp[] = [
   { doc: 'README.md', fragmentsFrom: [] },
   {
     doc: 'docs/getting-started.md',
-    fragmentsFrom: ['docs/configuration.md', 'docs/deployment.md', 'docs/encryption.md'],
+    fragmentsFrom: [
+      'docs/configuration.md',
+      'docs/deployment.md',
+      'docs/encryption.md',
+      'docs/storage.md',
+    ],
     // migration:show lists the shipped migration as applied ([X]) by migration:run.
     runOutput: /\[X\].*AtProtoInit1763800000000/,
   },
