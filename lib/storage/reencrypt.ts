@@ -118,14 +118,17 @@ const TABLES: readonly TableSpec[] = [
     guard: 'expires_at',
     bumpGuard: false,
   },
-  // Sessions are rewritten on every token refresh, and every write increments `version`:
-  // the same optimistic check any writer of this row can rely on, so bump it too.
+  // Sessions are rewritten on every token refresh, and every write increments `version`,
+  // which is what the guard checks. The rewrite itself leaves `version` alone: it changes no
+  // value, and a refresh that read the session under the lock just before must still be
+  // able to store its rotated tokens (a fenced write compares the version it read; a bump
+  // here would refuse it, and the used refresh token would stay stored: a logout).
   {
     table: OAUTH_SESSION_TABLE,
     key: 'did',
     secrets: ['token_set', 'dpop_key'],
     guard: 'version',
-    bumpGuard: true,
+    bumpGuard: false,
   },
 ];
 
