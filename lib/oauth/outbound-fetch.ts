@@ -104,6 +104,11 @@ export function createOutboundFetch(policy: OutboundFetchPolicy): typeof globalT
   };
   const checkUrl = (url: URL): string | undefined =>
     checkProtocolPolicy(url, protocols) ??
+    // A listed host name on a port the list does not name: without this, the generic checks
+    // below would pass it as any public name, and the lookup would resolve it.
+    (listedNames.has(url.hostname) && !isListed(url)
+      ? 'Port not allowed for this private host'
+      : undefined) ??
     (isListed(url) ? undefined : checkHostHeaderPolicy(url)) ??
     checkForbiddenDomainNamePolicy(url, forbidden) ??
     (isListed(url) ? undefined : checkUnicastPolicy(url));
@@ -122,7 +127,21 @@ export function createOutboundFetch(policy: OutboundFetchPolicy): typeof globalT
   const limitSize = fetchMaxSizeProcessor(RESPONSE_MAX_BYTES);
 
   return async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    let request = input instanceof Request && !init ? input : new Request(input, init);
+    let request: Request;
+    try {
+      request = input instanceof Request && !init ? input : new Request(input, init);
+    } catch (error) {
+      // e.g. a URL with credentials: a TypeError from the constructor, which must not reach
+      // the OAuth client as such (see above). No Request exists: a placeholder stands in.
+      throw new FetchRequestError(
+        new Request('about:blank'),
+        400,
+        'Request refused: invalid request',
+        {
+          cause: error,
+        },
+      );
+    }
     // Checked here as well as per hop (by the dispatcher): here the refusal carries the
     // caller's Request and happens before any body is read.
     const reason = checkUrl(new URL(request.url));

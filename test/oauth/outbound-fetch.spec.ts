@@ -145,6 +145,25 @@ describe('clientFetch (the OAuth client fetch)', () => {
     expect(internal.connections).toBe(0);
   });
 
+  it('restricts a listed host name to its port, on the first request and on redirect hops', async () => {
+    const byName = clientFetch(options([`localhost:${server.port}`]));
+    const direct = await byName(`http://localhost:${internal.port}/`).catch((e: unknown) => e);
+    expect(nameOf(direct)).toBe('FetchRequestError');
+    const hop = await byName(`http://localhost:${server.port}/xrpc/hostname`).catch(
+      (e: unknown) => e,
+    );
+    expect(nameOf(hop)).toBe('FetchRequestError');
+    expect(server.requests).toEqual(['GET /xrpc/hostname']);
+    expect(internal.connections).toBe(0);
+  });
+
+  it('turns a URL the Request constructor refuses into a FetchRequestError, not a TypeError', async () => {
+    const error = await fetchOf()(`http://user:pw@127.0.0.1:${server.port}/`).catch(
+      (e: unknown) => e,
+    );
+    expect(nameOf(error)).toBe('FetchRequestError');
+  });
+
   it('refuses plain http without allowHttpServers, even for a listed host', async () => {
     const error = await clientFetch(options([`127.0.0.1:${server.port}`], false))(
       `http://127.0.0.1:${server.port}/`,
