@@ -19,6 +19,7 @@ import {
   assertRefreshMayStart,
   fencedSessionStore,
   heldLock,
+  outsideLocks,
   type SessionLocks,
 } from './session-locks.js';
 
@@ -43,7 +44,7 @@ export function createOAuthClient(
     keyset: options.clientMode === 'confidential' ? [...options.signingKeys] : undefined,
     stateStore,
     sessionStore: fencedSessionStore(sessionStore, locks, (did, operation) =>
-      events.emit({ type: 'oauth-session-write-fenced', did, operation }),
+      outsideLocks(() => events.emit({ type: 'oauth-session-write-fenced', did, operation })),
     ),
     requestLock: (name, fn) => locks.run(name, fn),
     ...(options.handleResolver ? { handleResolver: options.handleResolver } : {}),
@@ -55,11 +56,10 @@ export function createOAuthClient(
     }),
     onSessionUpdated: (did) => {
       if (fencedHere(did)) return;
-      events.emit({
-        type:
-          oauthPhase.getStore() === 'login' ? 'oauth-session-created' : 'oauth-session-refreshed',
-        did,
-      });
+      const type =
+        oauthPhase.getStore() === 'login' ? 'oauth-session-created' : 'oauth-session-refreshed';
+      // Outside the lock's async context: a listener's async work outlives the lock.
+      outsideLocks(() => events.emit({ type, did }));
     },
     onSessionDeleted: (did, cause) => {
       // Before storing a new session (login) and when revoking (logout), the client reads
@@ -68,7 +68,7 @@ export function createOAuthClient(
       if (oauthPhase.getStore() && cause instanceof TokenRefreshError) return;
       if (fencedHere(did)) return;
       const { reason, message } = deletionReason(cause);
-      events.emit({ type: 'oauth-session-deleted', did, reason, message });
+      outsideLocks(() => events.emit({ type: 'oauth-session-deleted', did, reason, message }));
     },
   });
 }

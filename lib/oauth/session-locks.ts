@@ -18,19 +18,48 @@ interface LockFrame {
   readonly deleted: Set<string>;
   /** Sessions whose write or delete by this holder was refused by the fence. */
   readonly fenced: Set<string>;
+  /**
+   * Whether the lock is still held. The frame lives in an async context, which work started
+   * under the lock (an event subscriber, a timer) keeps after the lock is released: such
+   * work must not take itself for the holder.
+   */
+  active: boolean;
+}
+
+/** What a {@link SessionLocks.holdUntilDone} context keeps until it ends. */
+interface KeptLocks {
+  /** Locks being taken or held, by name (parallel uses of a name share one acquisition). */
+  readonly acquiring: Map<string, Promise<void>>;
+  readonly releases: Array<() => Promise<void>>;
+  /** The first failure to take a lock: later uses in this hold fail at once with it. */
+  failure?: unknown;
+  ended: boolean;
 }
 
 interface LockContext {
-  readonly frames: ReadonlyMap<string, LockFrame>;
-  /** Set in a {@link SessionLocks.holdUntilDone} context: releases of the locks kept. */
-  readonly kept?: Array<() => Promise<void>>;
+  readonly frames: Map<string, LockFrame>;
+  readonly kept?: KeptLocks;
 }
 
 const lockContext = new AsyncLocalStorage<LockContext>();
 
-/** The frame of lock `name` if the current async context holds it. @internal */
+function newFrame(lease: AtProtoLockLease): LockFrame {
+  return { lease, versions: new Map(), deleted: new Set(), fenced: new Set(), active: true };
+}
+
+/** The frame of lock `name` if the current async context holds it (still). @internal */
 export function heldLock(name: string): LockFrame | undefined {
-  return lockContext.getStore()?.frames.get(name);
+  const frame = lockContext.getStore()?.frames.get(name);
+  return frame?.active ? frame : undefined;
+}
+
+/**
+ * Runs `fn` outside every lock context and no-refresh scope: for event listeners, which
+ * may start work that outlives the lock.
+ * @internal
+ */
+export function outsideLocks<T>(fn: () => T): T {
+  return noRefreshScope.exit(() => lockContext.exit(fn));
 }
 
 /**
@@ -38,7 +67,8 @@ export function heldLock(name: string): LockFrame | undefined {
  *
  * - **Re-entrant** within one async context: a holder that calls the OAuth client (whose
  *   own reads take the same lock, e.g. `client.revoke()` reads through `getSession`) must
- *   not wait for itself.
+ *   not wait for itself. Only while the lock is held: work started under it that goes on
+ *   after the release takes the lock again like anyone else.
  * - **Held across a whole operation**: a revocation (read, call to the authorization server,
  *   delete) and a login's replacement of the previous session (revoke, delete, store) run
  *   under one hold, so that a refresh on another instance cannot interleave and store
@@ -54,18 +84,23 @@ export class SessionLocks {
   /** Runs `fn` holding lock `name` (at once if this context already holds it). */
   async run<T>(name: string, fn: () => T | PromiseLike<T>): Promise<T> {
     const context = lockContext.getStore();
-    if (context?.frames.has(name)) return fn();
+    if (context?.frames.get(name)?.active) return fn();
     // A read that cannot refresh (see lock/lock-scope.ts): the lock lets it through without
     // taking anything, so nothing is recorded as held.
     if (noRefreshScope.getStore()?.lockName === name) return this.lock.run(name, () => fn());
-    if (context?.kept) {
-      await this.#keep(context, name);
+    if (context?.kept && !context.kept.ended) {
+      await this.#keep(context as Required<LockContext>, name);
       return fn();
     }
-    return this.lock.run(name, (lease) => {
+    return this.lock.run(name, async (lease) => {
       const frames = new Map(context?.frames ?? []);
-      frames.set(name, { lease, versions: new Map(), deleted: new Set(), fenced: new Set() });
-      return lockContext.run({ frames }, fn);
+      const frame = newFrame(lease);
+      frames.set(name, frame);
+      try {
+        return await lockContext.run({ frames }, fn);
+      } finally {
+        frame.active = false;
+      }
     });
   }
 
@@ -77,37 +112,51 @@ export class SessionLocks {
    * session, and the creation of the app session, the lock must stay held.
    */
   async holdUntilDone<T>(fn: () => Promise<T>): Promise<T> {
-    const context: LockContext = {
-      frames: new Map(lockContext.getStore()?.frames ?? []),
-      kept: [],
-    };
+    const kept: KeptLocks = { acquiring: new Map(), releases: [], ended: false };
+    const context: LockContext = { frames: new Map(lockContext.getStore()?.frames ?? []), kept };
     try {
       return await lockContext.run(context, fn);
     } finally {
-      await Promise.all(context.kept!.map((release) => release()));
+      kept.ended = true;
+      for (const [name] of kept.acquiring) {
+        const frame = context.frames.get(name);
+        if (frame) frame.active = false;
+      }
+      await Promise.all(kept.releases.map((release) => release()));
     }
   }
 
-  async #keep(context: LockContext, name: string): Promise<void> {
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let held!: (lease: AtProtoLockLease) => void;
-    const acquired = new Promise<AtProtoLockLease>((resolve) => (held = resolve));
-    const done = this.lock.run(name, (lease) => {
-      held(lease);
-      return released;
-    });
-    context.kept!.push(async () => {
-      release();
-      await done.catch(() => undefined);
-    });
-    const lease = await Promise.race([acquired, done.then(() => acquired)]);
-    (context.frames as Map<string, LockFrame>).set(name, {
-      lease,
-      versions: new Map(),
-      deleted: new Set(),
-      fenced: new Set(),
-    });
+  async #keep(context: Required<LockContext>, name: string): Promise<void> {
+    const { kept } = context;
+    // The client swallows some errors (its revoke of the previous session inside
+    // callback()): without this, every later use would wait out the lock's deadline again.
+    if (kept.failure !== undefined) throw kept.failure;
+    let acquiring = kept.acquiring.get(name);
+    if (!acquiring) {
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let held!: (lease: AtProtoLockLease) => void;
+      const acquired = new Promise<AtProtoLockLease>((resolve) => (held = resolve));
+      const done = this.lock.run(name, (lease) => {
+        held(lease);
+        return released;
+      });
+      kept.releases.push(async () => {
+        release();
+        await done.catch(() => undefined);
+      });
+      acquiring = Promise.race([acquired, done.then(() => acquired)]).then(
+        (lease) => {
+          context.frames.set(name, newFrame(lease));
+        },
+        (error: unknown) => {
+          kept.failure ??= error;
+          throw error;
+        },
+      );
+      kept.acquiring.set(name, acquiring);
+    }
+    await acquiring;
   }
 }
 
@@ -125,7 +174,7 @@ export function assertRefreshMayStart(request: Request, body: string, httpTimeou
   if (request.method !== 'POST') return;
   if (new URLSearchParams(body).get('grant_type') !== 'refresh_token') return;
   const frames = [...(lockContext.getStore()?.frames ?? new Map<string, LockFrame>()).entries()]
-    .filter(([name]) => name.startsWith(sessionLockName('')))
+    .filter(([name, frame]) => frame.active && name.startsWith(sessionLockName('')))
     .map(([, frame]) => frame);
   const needed = httpTimeoutMs + 1000;
   if (frames.length === 0) {

@@ -1,0 +1,114 @@
+/**
+ * The module's view of the session lock: re-entrant within one async context, held across a
+ * login's whole replacement, and never "held" by work that merely started under the lock
+ * and goes on after it was released (an event subscriber, a timer): such work must take the
+ * lock like anyone else, and may not refresh without it.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type AtProtoLockLease, AtProtoLockError, LocalRequestLock } from 'nestjs-atproto-auth';
+import { assertRefreshMayStart, heldLock, SessionLocks } from '../../lib/oauth/session-locks.js';
+
+const NAME = '@atproto-oauth-client-did:plc:aaaaaaaaaaaaaaaaaaaaaaaa';
+const refresh = new Request('https://as.example/token', { method: 'POST' });
+const refreshBody = 'grant_type=refresh_token&refresh_token=x';
+
+/** A local lock that counts how many holders of a name it has at once. */
+function countingLock(acquireTimeoutMs = 1000) {
+  const lock = new LocalRequestLock({ acquireTimeoutMs });
+  let holders = 0;
+  let most = 0;
+  const run = lock.run.bind(lock);
+  lock.run = ((name: string, fn: (lease: AtProtoLockLease) => unknown) =>
+    run(name, async (lease: AtProtoLockLease) => {
+      most = Math.max(most, ++holders);
+      try {
+        return await fn(lease);
+      } finally {
+        holders--;
+      }
+    })) as typeof lock.run;
+  return { lock, most: () => most };
+}
+
+it('is re-entrant within the holder, and refreshes may start under it', async () => {
+  const locks = new SessionLocks(new LocalRequestLock({ acquireTimeoutMs: 500 }));
+  await locks.run(NAME, async () => {
+    expect(heldLock(NAME)).toBeDefined();
+    await locks.run(NAME, async () => {
+      expect(() => assertRefreshMayStart(refresh, refreshBody, 1000)).not.toThrow();
+    });
+  });
+  expect(heldLock(NAME)).toBeUndefined();
+  expect(() => assertRefreshMayStart(refresh, refreshBody, 1000)).toThrow(AtProtoLockError);
+});
+
+it('work started under the lock and still running after it takes the lock anew', async () => {
+  const { lock, most } = countingLock();
+  const locks = new SessionLocks(lock);
+  let leaked: Promise<void> | undefined;
+  let refreshRefused = false;
+  await locks.run(NAME, async () => {
+    // e.g. an event subscriber doing async work, started from inside the lock
+    leaked = (async () => {
+      await sleep(50);
+      expect(heldLock(NAME)).toBeUndefined();
+      try {
+        assertRefreshMayStart(refresh, refreshBody, 1000);
+      } catch (error) {
+        refreshRefused = error instanceof AtProtoLockError;
+      }
+      await locks.run(NAME, () => sleep(100));
+    })();
+  });
+  // Another holder meanwhile: never two at once.
+  await sleep(60);
+  await locks.run(NAME, () => sleep(50));
+  await leaked;
+  expect(refreshRefused).toBe(true);
+  expect(most()).toBe(1);
+});
+
+it('after a login hold has ended, work started inside it does not keep a lock forever', async () => {
+  const locks = new SessionLocks(new LocalRequestLock({ acquireTimeoutMs: 1000 }));
+  let leaked: Promise<void> | undefined;
+  await locks.holdUntilDone(async () => {
+    await locks.run(NAME, async () => undefined);
+    leaked = (async () => {
+      await sleep(50);
+      await locks.run('@atproto-oauth-client-did:plc:bbbbbbbbbbbbbbbbbbbbbbbb', () => sleep(10));
+      await locks.run(NAME, () => sleep(10));
+    })();
+  });
+  await leaked;
+  // Both names are free again.
+  await locks.run(NAME, async () => undefined);
+  await locks.run('@atproto-oauth-client-did:plc:bbbbbbbbbbbbbbbbbbbbbbbb', async () => undefined);
+});
+
+it('parallel uses of one name inside a login hold share one acquisition', async () => {
+  const locks = new SessionLocks(new LocalRequestLock({ acquireTimeoutMs: 1000 }));
+  await locks.holdUntilDone(async () => {
+    await Promise.all([
+      locks.run(NAME, () => sleep(20)),
+      locks.run(NAME, () => sleep(20)),
+      locks.run(NAME, () => sleep(20)),
+    ]);
+  });
+});
+
+it('once a lock of a login hold could not be taken, later uses fail at once', async () => {
+  const lock = new LocalRequestLock({ acquireTimeoutMs: 300 });
+  const locks = new SessionLocks(lock);
+  let release!: () => void;
+  const busy = lock.run(NAME, () => new Promise<void>((r) => (release = r)));
+  const started = Date.now();
+  await expect(
+    locks.holdUntilDone(async () => {
+      await locks.run(NAME, async () => undefined).catch(() => undefined); // swallowed, as the client does
+      await locks.run(NAME, async () => undefined);
+    }),
+  ).rejects.toBeInstanceOf(AtProtoLockError);
+  expect(Date.now() - started).toBeLessThan(300 + 250);
+  release();
+  await busy;
+});
