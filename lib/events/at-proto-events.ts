@@ -112,7 +112,14 @@ class IsolatedStream<T> extends Observable<T> {
     return super.subscribe({
       next(value) {
         try {
-          observer.next?.(value);
+          // An async subscriber returns a promise: its rejection is the same bug as a throw,
+          // and unhandled it would end the process too.
+          const result: unknown = observer.next?.(value);
+          if (result && typeof (result as PromiseLike<unknown>).then === 'function') {
+            (result as PromiseLike<unknown>).then(undefined, (thrown: unknown) =>
+              report(thrown, value, false),
+            );
+          }
         } catch (thrown) {
           report(thrown, value, false);
         }

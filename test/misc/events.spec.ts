@@ -47,6 +47,26 @@ describe('AtProtoEvents', () => {
     expect(logged[0]).toContain('Error: subscriber bug\\u000aforged line');
   });
 
+  it('an async subscriber that rejects is logged, never an unhandled rejection', async () => {
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      const events = new AtProtoEvents();
+      events.events$.subscribe(async () => {
+        await new Promise((r) => setTimeout(r, 5));
+        throw new Error('async subscriber bug');
+      });
+      events.emit(login(1));
+      await settle();
+      expect(rejections).toEqual([]);
+      expect(logged).toHaveLength(1);
+      expect(logged[0]).toContain('async subscriber bug');
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+  });
+
   it('isolates subscribers of piped streams and partial observers too', async () => {
     const events = new AtProtoEvents();
     const seen: number[] = [];
