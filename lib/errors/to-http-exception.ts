@@ -43,6 +43,40 @@ export function endedSessionDid(error: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * An error and what it wraps: its `cause` chain and, for an `AggregateError` (what the OAuth
+ * client throws when it fails to store a session), every error it aggregates. Bounded in
+ * depth, so a cyclic chain ends.
+ * @internal
+ */
+export function* causeChain(error: unknown, depth = 0): Generator<unknown> {
+  if (error === undefined || error === null || depth > 6) return;
+  yield error;
+  if (error instanceof AggregateError) {
+    for (const inner of error.errors) yield* causeChain(inner, depth + 1);
+  }
+  yield* causeChain((error as { cause?: unknown }).cause, depth + 1);
+}
+
+/**
+ * The first error in `error`'s chain that the module maps to an HTTP answer (one of its own,
+ * or the OAuth client's "session ended" errors), with that answer. Libraries wrap what they
+ * call: an `Agent` from `@atproto/api` turns every error of `session.fetchHandler()` into an
+ * `XRPCError` whose `cause` is the module's.
+ * @internal
+ */
+export function findMappedError(
+  error: unknown,
+  phase: AtProtoHttpPhase,
+): { error: unknown; exception: HttpException } | undefined {
+  for (const inner of causeChain(error)) {
+    if (inner instanceof HttpException) continue;
+    const exception = toHttpException(inner, phase);
+    if (exception) return { error: inner, exception };
+  }
+  return undefined;
+}
+
 /** The texts users see; one place, so that every route says the same thing. @internal */
 export const AT_PROTO_MESSAGES = {
   signIn: 'Sign in to continue.',

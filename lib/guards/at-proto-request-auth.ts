@@ -1,4 +1,5 @@
 import type { OAuthSession } from '@atproto/oauth-client-node';
+import { AT_PROTO_REQUEST_KEY } from '../at-proto.constants.js';
 
 /**
  * What `AtProtoAuthGuard` attaches to an authenticated request (as `req.atproto`).
@@ -18,3 +19,12 @@ export interface AtProtoRequestAuth {
 
 /** @internal Marks a request the guard has seen, authenticated or not. */
 export const AT_PROTO_GUARD_SEEN = Symbol.for('nestjs-atproto-auth.guard-seen');
+
+/**
+ * What the guard attached to a request, if it authenticated one.
+ * @internal
+ */
+export function getRequestAuth(req: unknown): AtProtoRequestAuth | undefined {
+  return (req as Record<string, unknown> | undefined)?.[AT_PROTO_REQUEST_KEY] as
+    AtProtoRequestAuth | undefined;
+}

@@ -32,6 +32,7 @@ import {
   isVersionedSessionStore,
 } from '../storage/store.interface.js';
 import { describeError } from '../errors/describe-error.js';
+import { causeChain } from '../errors/to-http-exception.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
 import { oauthPhase } from './oauth-phase.js';
 import { heldLock, SessionLocks } from './session-locks.js';
@@ -458,16 +459,13 @@ function findInCauses<E extends Error>(
   error: unknown,
   type: abstract new (...args: never[]) => E,
 ): E | undefined {
-  for (let e = error, depth = 0; e && depth < 5; depth++) {
-    if (e instanceof type) return e;
-    e = (e as { cause?: unknown }).cause;
-  }
+  for (const e of causeChain(error)) if (e instanceof type) return e;
   return undefined;
 }
 
 /** The module's own storage or lock failed (anywhere in the cause chain). */
 function isInfrastructureError(error: unknown): boolean {
-  for (let e = error, depth = 0; e && depth < 5; depth++) {
+  for (const e of causeChain(error)) {
     if (
       e instanceof AtProtoError &&
       (e.code === 'ERR_AT_PROTO_STORE' ||
@@ -477,7 +475,6 @@ function isInfrastructureError(error: unknown): boolean {
     ) {
       return true;
     }
-    e = (e as { cause?: unknown }).cause;
   }
   return false;
 }

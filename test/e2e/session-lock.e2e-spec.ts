@@ -248,3 +248,21 @@ it("a handler that uses another DID's ended session does not sign its caller out
   expect((await browser.get('/me')).status).toBe(200);
   expect(await t.app.get(AppSessionService).hasActive(gus.did)).toBe(true);
 });
+
+it('a session that ends inside an Agent call answers 401 and ends this device, not 500', async () => {
+  const kim = await account();
+  const browser = new AppBrowser(t.url);
+  expect((await browser.login(kim)).status).toBe(302);
+  expect((await browser.get('/me/agent')).status).toBe(200);
+  // The grant is revoked at the server (another client of the user, an admin) while the
+  // stored access token still looks fresh: the call gets a 401, the session's own retry
+  // refreshes, is refused, and the OAuth client deletes the session.
+  const stored = (await store().get(kim.did))!;
+  const session = await auth().restore(kim.did);
+  await (session as unknown as { server: { revoke(token: string): Promise<void> } }).server.revoke(
+    stored.tokenSet.refresh_token!,
+  );
+  const res = await browser.get('/me/agent');
+  expect(res.status).toBe(401);
+  expect((await browser.get('/me')).status).toBe(401); // this device's app session ended too
+});

@@ -10,6 +10,7 @@ import {
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { Agent } from '@atproto/api';
 import { JoseKey, type OAuthSession } from '@atproto/oauth-client-node';
 import type { AddressInfo } from 'node:net';
 import type { DataSource, DataSourceOptions } from 'typeorm';
@@ -47,6 +48,13 @@ class MeController {
   async asOther(@Param('did') did: string) {
     const session = await this.auth.restore(did);
     return { did: session.did };
+  }
+
+  /** Calls the user's PDS through an `Agent` (which wraps every error in an XRPCError). */
+  @Get('agent')
+  async agent(@AtProtoSession() session: OAuthSession) {
+    const { data } = await new Agent(session).com.atproto.server.getSession();
+    return { did: data.did };
   }
 
   /** Calls the user's PDS through the restored OAuth session. */
