@@ -197,6 +197,11 @@ describe('resolveAtProtoOptions', () => {
     expect((await problemsOf({ ...base, keys: [k1, k2], activeSigningKid: 'k3' })).join()).toMatch(
       /activeSigningKid "k3" is not the kid of a key/,
     );
+    for (const secret of [String(k2.d), randomBytes(32).toString('base64url')]) {
+      const text = (await problemsOf({ ...base, keys: [k1, k2], activeSigningKid: secret })).join();
+      expect(text).toMatch(/a value of \d+ characters/);
+      expect(text).not.toContain(secret);
+    }
     const pasted = JSON.stringify(k2);
     const text = (await problemsOf({ ...base, keys: [k1, k2], activeSigningKid: pasted })).join();
     expect(text).toMatch(/a value of \d+ characters/);

@@ -299,9 +299,15 @@ export async function resolveAtProtoOptions(
         const index = signingKeys.findIndex((k) => k.kid === active);
         if (index < 0) {
           // Echoed only when it looks like a kid: a key pasted here by mistake is not printed.
-          const shown = /^[\w.:-]{1,64}$/.test(active)
-            ? `"${active}"`
-            : `(a value of ${active.length} characters)`;
+          // At most 40 characters, and never one of the keys' private parts (a JWK's `d` is
+          // 43): a key id is short, key material is not.
+          const secret = input.keys.some(
+            (k) => typeof k === 'object' && k !== null && (k as { d?: unknown }).d === active,
+          );
+          const shown =
+            /^[\w.:-]{1,40}$/.test(active) && !secret
+              ? `"${active}"`
+              : `(a value of ${active.length} characters)`;
           problems.push(
             `activeSigningKid ${shown} is not the kid of a key in keys (${[...kids].join(', ')})`,
           );
