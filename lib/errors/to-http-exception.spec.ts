@@ -38,6 +38,9 @@ describe('findMappedError', () => {
     expect(findMappedError(new Error('x', { cause: new Error('y') }), 'session')).toBeUndefined();
     const own = new BadRequestException('app says no');
     expect(toHttpException(own, 'session')).toBe(own);
+    // What an HTTP exception wraps is not looked at: the app (or a route) has decided.
+    const wrapped = new BadRequestException('app says no', { cause: new AtProtoLockError('x') });
+    expect(findMappedError(wrapped, 'session')).toBeUndefined();
   });
 
   it('answers an unreachable server 502 during a login, 503 otherwise', () => {

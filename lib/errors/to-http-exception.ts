@@ -70,7 +70,9 @@ export function findMappedError(
   phase: AtProtoHttpPhase,
 ): { error: unknown; exception: HttpException } | undefined {
   for (const inner of causeChain(error)) {
-    if (inner instanceof HttpException) continue;
+    // An HTTP exception already says what to answer (the app's own, or the module's routes'
+    // own mapping): what it wraps is not looked at again.
+    if (inner instanceof HttpException) return undefined;
     const exception = toHttpException(inner, phase);
     if (exception) return { error: inner, exception };
   }

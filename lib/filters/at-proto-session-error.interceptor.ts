@@ -1,14 +1,12 @@
 import {
   type CallHandler,
   type ExecutionContext,
-  type HttpException,
-  Inject,
+  HttpException,
   Injectable,
   Logger,
   type NestInterceptor,
 } from '@nestjs/common';
 import { catchError, from, type Observable } from 'rxjs';
-import { AT_PROTO_SESSION_STORE } from '../at-proto.constants.js';
 import { AtProtoSessionUnavailableError } from '../errors/at-proto-http.errors.js';
 import { describeError } from '../errors/describe-error.js';
 import {
@@ -17,7 +15,7 @@ import {
   findMappedError,
   toHttpException,
 } from '../errors/to-http-exception.js';
-import type { AtProtoSessionStore } from '../storage/store.interface.js';
+import { type RequestOutcome, requestOutcome } from '../oauth/request-outcome.js';
 import { getRequestAuth } from '../guards/at-proto-request-auth.js';
 import { AppSessionService } from '../session/app-session.service.js';
 
@@ -39,19 +37,20 @@ import { AppSessionService } from '../session/app-session.service.js';
 export class AtProtoSessionErrorInterceptor implements NestInterceptor {
   readonly #logger = new Logger('AtProtoAuth');
 
-  constructor(
-    private readonly appSessions: AppSessionService,
-    @Inject(AT_PROTO_SESSION_STORE) private readonly sessionStore: AtProtoSessionStore,
-  ) {}
+  constructor(private readonly appSessions: AppSessionService) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (context.getType() !== 'http') return next.handle();
-    return next.handle().pipe(catchError((error: unknown) => from(this.#map(error, context))));
+    const outcome: RequestOutcome = { deleted: new Set(), refreshFailures: new Map() };
+    // handle() is called inside the scope: Nest binds the handler to the async context of
+    // that call, so everything the handler does records into `outcome`.
+    return requestOutcome.run(outcome, () =>
+      next.handle().pipe(catchError((error: unknown) => from(this.#map(error, context, outcome)))),
+    );
   }
 
-  async #map(error: unknown, context: ExecutionContext): Promise<never> {
-    const found =
-      findMappedError(error, 'session') ?? (await this.#endedDuringCall(error, context));
+  async #map(error: unknown, context: ExecutionContext, outcome: RequestOutcome): Promise<never> {
+    const found = findMappedError(error, 'session') ?? this.#hidden(error, context, outcome);
     if (!found) throw error;
     const status = found.exception.getStatus();
     if (status === 401) {
@@ -59,7 +58,7 @@ export class AtProtoSessionErrorInterceptor implements NestInterceptor {
       if (auth?.appSessionId && endedSessionDid(found.error) === auth.did) {
         await this.appSessions.revoke(auth.appSessionId).catch(() => undefined);
       }
-    } else {
+    } else if (status >= 500) {
       this.#logger.warn(
         `A request could not use the AT Protocol session: ${describeError(found.error)}`,
       );
@@ -68,24 +67,30 @@ export class AtProtoSessionErrorInterceptor implements NestInterceptor {
   }
 
   /**
-   * A PDS call through the session that got a 401 after the session's own retry: the
-   * OAuth client then returns that 401 (an `XRPCError` with status 401 from an `Agent`),
-   * having deleted a session whose refresh was refused. If the requesting user's OAuth
-   * session is gone, that is what happened: the session has ended.
+   * A PDS call through the session that got a 401 after the session's own retry: the OAuth
+   * client returns that 401 (an `XRPCError` with status 401 from an `Agent`) instead of the
+   * error of its refresh. What the refresh did was recorded during this request (see
+   * request-outcome.ts): the client deleted the requesting user's session (it has ended:
+   * 401), or the refresh failed for a reason of the moment (503). Any other 401 (the app's
+   * own, another service's) is not the module's business.
    */
-  async #endedDuringCall(
+  #hidden(
     error: unknown,
     context: ExecutionContext,
-  ): Promise<{ error: unknown; exception: HttpException } | undefined> {
+    outcome: RequestOutcome,
+  ): { error: unknown; exception: HttpException } | undefined {
+    if (error instanceof HttpException) return undefined;
     if ((error as { status?: unknown } | null)?.status !== 401) return undefined;
     const auth = getRequestAuth(context.switchToHttp().getRequest());
     if (!auth) return undefined;
-    const stored = await this.sessionStore.get(auth.did).catch(() => 'unknown' as const);
-    if (stored !== undefined) return undefined;
-    const ended = new AtProtoSessionUnavailableError(AT_PROTO_MESSAGES.sessionEnded, {
-      cause: error,
-      did: auth.did,
-    });
-    return { error: ended, exception: toHttpException(ended, 'session')! };
+    if (outcome.deleted.has(auth.did)) {
+      const ended = new AtProtoSessionUnavailableError(AT_PROTO_MESSAGES.sessionEnded, {
+        cause: error,
+        did: auth.did,
+      });
+      return { error: ended, exception: toHttpException(ended, 'session')! };
+    }
+    const failure = outcome.refreshFailures.get(auth.did);
+    return failure === undefined ? undefined : findMappedError(failure, 'session');
   }
 }

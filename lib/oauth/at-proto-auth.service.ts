@@ -35,6 +35,7 @@ import { describeError } from '../errors/describe-error.js';
 import { causeChain } from '../errors/to-http-exception.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
 import { oauthPhase } from './oauth-phase.js';
+import { requestOutcome } from './request-outcome.js';
 import { heldLock, SessionLocks } from './session-locks.js';
 
 /** What the module keeps in the OAuth client's `appState` for a browser login. */
@@ -327,7 +328,13 @@ export class AtProtoAuthService {
         const fresh = await this.freshStoredSession(did);
         if (fresh) return noRefreshScope.run(scope(did, fresh), () => original(false));
       }
-      return original(refresh);
+      return original(refresh).catch((error: unknown) => {
+        // The session's own retry after a PDS 401 swallows this error and returns the 401:
+        // recorded, so that the request can be answered for what happened (see
+        // request-outcome.ts).
+        requestOutcome.getStore()?.refreshFailures.set(did, error);
+        throw error;
+      });
     };
     // signOut() reads the tokens, revokes them at the server and deletes the session: one
     // step under the session lock, like revoke(), so that no refresh interleaves with it.

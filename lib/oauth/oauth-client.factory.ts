@@ -10,6 +10,7 @@ import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.in
 import { sessionLockName } from '../lock/lock-scope.js';
 import type { RedisOAuthCaches } from '../storage/redis/redis-caches.js';
 import { oauthPhase } from './oauth-phase.js';
+import { requestOutcome } from './request-outcome.js';
 import {
   createOutboundFetch,
   type OutboundFetchPolicy,
@@ -67,6 +68,7 @@ export function createOAuthClient(
       // another process") although nothing was deleted. Those are not events.
       if (oauthPhase.getStore() && cause instanceof TokenRefreshError) return;
       if (fencedHere(did)) return;
+      requestOutcome.getStore()?.deleted.add(did);
       const { reason, message } = deletionReason(cause);
       outsideLocks(() => events.emit({ type: 'oauth-session-deleted', did, reason, message }));
     },

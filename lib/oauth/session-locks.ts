@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { Logger } from '@nestjs/common';
 import { describeError } from '../errors/describe-error.js';
 import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
+import { oauthPhase } from './oauth-phase.js';
 import { AtProtoLockError } from '../errors/at-proto-lock.error.js';
 import type { AtProtoLockLease, AtProtoRequestLock } from '../lock/request-lock.js';
 import { type AtProtoSessionStore, isVersionedSessionStore } from '../storage/store.interface.js';
@@ -59,7 +60,7 @@ export function heldLock(name: string): LockFrame | undefined {
  * @internal
  */
 export function outsideLocks<T>(fn: () => T): T {
-  return noRefreshScope.exit(() => lockContext.exit(fn));
+  return noRefreshScope.exit(() => lockContext.exit(() => oauthPhase.exit(fn)));
 }
 
 /**
@@ -90,7 +91,8 @@ export class SessionLocks {
     if (noRefreshScope.getStore()?.lockName === name) return this.lock.run(name, () => fn());
     if (context?.kept && !context.kept.ended) {
       await this.#keep(context as Required<LockContext>, name);
-      return fn();
+      if (context.frames.get(name)?.active) return fn();
+      // The hold ended while this waited: take the lock for this call alone, below.
     }
     return this.lock.run(name, async (lease) => {
       const frames = new Map(context?.frames ?? []);
@@ -147,7 +149,8 @@ export class SessionLocks {
       });
       acquiring = Promise.race([acquired, done.then(() => acquired)]).then(
         (lease) => {
-          context.frames.set(name, newFrame(lease));
+          // Acquired after the hold ended (work started inside it): it is being released.
+          if (!kept.ended) context.frames.set(name, newFrame(lease));
         },
         (error: unknown) => {
           kept.failure ??= error;

@@ -266,3 +266,14 @@ it('a session that ends inside an Agent call answers 401 and ends this device, n
   expect(res.status).toBe(401);
   expect((await browser.get('/me')).status).toBe(401); // this device's app session ended too
 });
+
+it("the app's own 401 is left alone, even when the user's OAuth session is gone", async () => {
+  const lea = await account();
+  const browser = new AppBrowser(t.url);
+  expect((await browser.login(lea)).status).toBe(302);
+  await store().del(lea.did); // gone (expired, deleted elsewhere): not ended by this request
+  const res = await browser.get('/me/pin');
+  expect(res.status).toBe(401);
+  expect(JSON.stringify(res.body)).toContain('Wrong PIN');
+  expect((await browser.get('/me')).status).toBe(200); // still signed in here
+});

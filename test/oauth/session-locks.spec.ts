@@ -112,3 +112,32 @@ it('once a lock of a login hold could not be taken, later uses fail at once', as
   release();
   await busy;
 });
+
+it('a use started inside a login hold that is granted after the hold ended holds the lock for real', async () => {
+  const lock = new LocalRequestLock({ acquireTimeoutMs: 2000 });
+  const locks = new SessionLocks(lock);
+  let releaseOther!: () => void;
+  const other = lock.run(NAME, () => new Promise<void>((r) => (releaseOther = r)));
+  await sleep(10);
+  let detachedRunning = false;
+  let detached!: Promise<boolean>;
+  await locks.holdUntilDone(async () => {
+    // Fire-and-forget work inside the hold, waiting behind another holder...
+    detached = locks.run(NAME, async () => {
+      detachedRunning = true;
+      await sleep(50);
+      detachedRunning = false;
+      return heldLock(NAME) !== undefined;
+    });
+    setTimeout(() => releaseOther(), 100);
+    await sleep(20);
+  }); // ...while the hold ends.
+  await other;
+  // Someone else asks for the lock: not while the detached work runs.
+  let overlap: boolean | undefined;
+  await lock.run(NAME, () => {
+    overlap = detachedRunning;
+  });
+  expect(await detached).toBe(true);
+  expect(overlap).toBe(false);
+});

@@ -6,6 +6,7 @@ import {
   type LogLevel,
   Module,
   Param,
+  UnauthorizedException,
   type DynamicModule,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -48,6 +49,12 @@ class MeController {
   async asOther(@Param('did') did: string) {
     const session = await this.auth.restore(did);
     return { did: session.did };
+  }
+
+  /** The app's own 401, nothing to do with the AT Protocol session. */
+  @Get('pin')
+  pin() {
+    throw new UnauthorizedException('Wrong PIN');
   }
 
   /** Calls the user's PDS through an `Agent` (which wraps every error in an XRPCError). */
