@@ -15,11 +15,9 @@ import type { AtProtoModuleExtras } from '../options/at-proto-options.interface.
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import { describeError } from '../errors/describe-error.js';
+import { AT_PROTO_CLEANUP_TARGET } from '../at-proto.internal-constants.js';
 import type { CleanupResult, CleanupTarget } from './cleanup.interface.js';
 import { CleanupRunner } from './cleanup.service.js';
-
-/** @internal Injection token of the storage's {@link CleanupTarget}. */
-export const AT_PROTO_CLEANUP_TARGET = Symbol('AT_PROTO_CLEANUP_TARGET');
 
 /**
  * Deletes expired OAuth states, OAuth sessions past their retention, and ended app

@@ -15,9 +15,9 @@ import { AT_PROTO_OPTIONS } from '../../at-proto.constants.js';
 import type { ResolvedAtProtoOptions } from '../../options/resolved-options.js';
 import { AtProtoCleanupService } from '../at-proto-cleanup.service.js';
 import type { CleanupResult } from '../cleanup.interface.js';
+import { AT_PROTO_CLEANUP_QUEUE } from '../../at-proto.internal-constants.js';
 
-/** Name of the BullMQ queue that runs cleanup. @internal */
-export const AT_PROTO_CLEANUP_QUEUE = 'atproto-cleanup';
+export { AT_PROTO_CLEANUP_QUEUE };
 /** Id of its job scheduler (one per queue, shared by every instance). @internal */
 export const AT_PROTO_CLEANUP_SCHEDULER = 'atproto-cleanup-every';
 /** BullMQ config key, so the app's own BullModule.forRoot() is left alone. @internal */
