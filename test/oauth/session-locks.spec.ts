@@ -2,11 +2,25 @@
  * The module's view of the session lock: re-entrant within one async context, held across a
  * login's whole replacement, and never "held" by work that merely started under the lock
  * and goes on after it was released (an event subscriber, a timer): such work must take the
- * lock like anyone else, and may not refresh without it.
+ * lock like anyone else, and may not refresh without it. And the store the OAuth client
+ * writes through: a holder that lost its lock never overwrites, deletes or re-creates a
+ * newer session, and never throws at the client for it.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type AtProtoLockLease, AtProtoLockError, LocalRequestLock } from 'nestjs-atproto-auth';
-import { assertRefreshMayStart, heldLock, SessionLocks } from '../../lib/oauth/session-locks.js';
+import {
+  type AtProtoLockLease,
+  AtProtoLockError,
+  LocalRequestLock,
+  MemorySessionStore,
+} from 'nestjs-atproto-auth';
+import { sessionLockName } from '../../lib/lock/lock-scope.js';
+import {
+  assertRefreshMayStart,
+  fencedSessionStore,
+  heldLock,
+  SessionLocks,
+} from '../../lib/oauth/session-locks.js';
+import { randomDid, sessionValue } from '../support/raw-sql.js';
 
 const NAME = '@atproto-oauth-client-did:plc:aaaaaaaaaaaaaaaaaaaaaaaa';
 const refresh = new Request('https://as.example/token', { method: 'POST' });
@@ -140,4 +154,65 @@ it('a use started inside a login hold that is granted after the hold ended holds
   });
   expect(await detached).toBe(true);
   expect(overlap).toBe(false);
+});
+
+describe('the fenced session store the OAuth client writes through', () => {
+  const setup = () => {
+    const store = new MemorySessionStore({ ttlMs: 3_600_000 });
+    const locks = new SessionLocks(new LocalRequestLock({ acquireTimeoutMs: 1000 }));
+    const fenced: string[] = [];
+    const client = fencedSessionStore(store, locks, (_did, op) => fenced.push(op));
+    return { store, locks, fenced, client };
+  };
+
+  it('refuses, without throwing, a write by a holder whose session changed since it read it', async () => {
+    const { store, locks, fenced, client } = setup();
+    const did = randomDid();
+    await store.set(did, sessionValue(did, { refreshToken: 'R1' }));
+    await locks.run(sessionLockName(did), async () => {
+      await client.get(did); // read under the lock: version noted
+      // Meanwhile (this holder lost its lock) another instance refreshed.
+      await store.set(did, sessionValue(did, { refreshToken: 'R2' }));
+      await expect(
+        client.set(did, sessionValue(did, { refreshToken: 'R-stale' })),
+      ).resolves.toBeUndefined();
+      await expect(client.del(did)).resolves.toBeUndefined();
+    });
+    expect((await store.get(did))?.tokenSet.refresh_token).toBe('R2');
+    expect(fenced).toEqual(['set', 'del']);
+  });
+
+  it('never re-creates a session deleted since it was read', async () => {
+    const { store, locks, fenced, client } = setup();
+    const did = randomDid();
+    await store.set(did, sessionValue(did));
+    await locks.run(sessionLockName(did), async () => {
+      await client.get(did);
+      await store.del(did); // a logout elsewhere
+      await client.set(did, sessionValue(did, { refreshToken: 'R-late' }));
+    });
+    expect(await store.get(did)).toBeUndefined();
+    expect(fenced).toEqual(['set']);
+  });
+
+  it('lets the holder write what it read, and a login replace the session it deleted', async () => {
+    const { store, locks, fenced, client } = setup();
+    const did = randomDid();
+    await store.set(did, sessionValue(did, { refreshToken: 'R1' }));
+    await locks.run(sessionLockName(did), async () => {
+      await client.get(did);
+      await client.set(did, sessionValue(did, { refreshToken: 'R2' })); // a refresh
+      await client.set(did, sessionValue(did, { refreshToken: 'R3' })); // and another
+    });
+    expect((await store.get(did))?.tokenSet.refresh_token).toBe('R3');
+    await locks.holdUntilDone(async () => {
+      await locks.run(sessionLockName(did), async () => {
+        await client.get(did);
+        await client.del(did); // the previous session, revoked
+      });
+      await client.set(did, sessionValue(did, { refreshToken: 'NEW' })); // the new login
+    });
+    expect((await store.get(did))?.tokenSet.refresh_token).toBe('NEW');
+    expect(fenced).toEqual([]);
+  });
 });
