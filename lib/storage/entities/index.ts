@@ -1,3 +1,4 @@
+import { AtProtoApiKeyEntity } from './api-key.entity.js';
 import { AtProtoAppSessionEntity } from './app-session.entity.js';
 import { AtProtoOAuthSessionEntity } from './oauth-session.entity.js';
 import { AtProtoOAuthStateEntity } from './oauth-state.entity.js';
@@ -13,4 +14,5 @@ export const atProtoEntities = [
   AtProtoOAuthStateEntity,
   AtProtoOAuthSessionEntity,
   AtProtoAppSessionEntity,
+  AtProtoApiKeyEntity,
 ] as const;

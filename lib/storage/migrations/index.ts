@@ -1,5 +1,6 @@
 import type { MigrationInterface } from 'typeorm';
 import { AtProtoInit1763800000000 } from './1763800000000-at-proto-init.js';
+import { AtProtoApiKeys1795857400000 } from './1795857400000-at-proto-api-keys.js';
 
 export { AtProtoInit1763800000000 };
 
@@ -13,5 +14,5 @@ export { AtProtoInit1763800000000 };
  * @publicApi
  */
 export function atProtoMigrations(): Array<new () => MigrationInterface> {
-  return [AtProtoInit1763800000000];
+  return [AtProtoInit1763800000000, AtProtoApiKeys1795857400000];
 }
