@@ -2,6 +2,8 @@ import { AtProtoApiKeyEntity } from './api-key.entity.js';
 import { AtProtoAppSessionEntity } from './app-session.entity.js';
 import { AtProtoOAuthSessionEntity } from './oauth-session.entity.js';
 import { AtProtoOAuthStateEntity } from './oauth-state.entity.js';
+import { AtProtoNativeCodeEntity } from './native-code.entity.js';
+import { AtProtoNativeRefreshFamilyEntity } from './native-refresh-family.entity.js';
 
 export { AtProtoAppSessionEntity, AtProtoOAuthSessionEntity, AtProtoOAuthStateEntity };
 
@@ -15,4 +17,6 @@ export const atProtoEntities = [
   AtProtoOAuthSessionEntity,
   AtProtoAppSessionEntity,
   AtProtoApiKeyEntity,
+  AtProtoNativeCodeEntity,
+  AtProtoNativeRefreshFamilyEntity,
 ] as const;

@@ -1,6 +1,7 @@
 import type { MigrationInterface } from 'typeorm';
 import { AtProtoInit1763800000000 } from './1763800000000-at-proto-init.js';
 import { AtProtoApiKeys1795857400000 } from './1795857400000-at-proto-api-keys.js';
+import { AtProtoNative1795857600000 } from './1795857600000-at-proto-native.js';
 
 export { AtProtoInit1763800000000 };
 
@@ -14,5 +15,5 @@ export { AtProtoInit1763800000000 };
  * @publicApi
  */
 export function atProtoMigrations(): Array<new () => MigrationInterface> {
-  return [AtProtoInit1763800000000, AtProtoApiKeys1795857400000];
+  return [AtProtoInit1763800000000, AtProtoApiKeys1795857400000, AtProtoNative1795857600000];
 }
