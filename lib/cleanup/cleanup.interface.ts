@@ -9,7 +9,12 @@ export interface CleanupResult {
   oauthSessions: number;
   /** App sessions deleted: expired, idle for too long, or revoked for longer than the grace period. */
   appSessions: number;
-  /** OAuth sessions revoked and deleted because their user's last app session was removed. */
+  /** API keys deleted: revoked or expired for longer than `apiKeys.revokedGrace`. */
+  apiKeys: number;
+  /**
+   * OAuth sessions revoked and deleted because nothing uses them any more: their user's last
+   * app session was removed and no API key of theirs is active.
+   */
   oauthSessionsRevoked: number;
 }
 
@@ -17,6 +22,11 @@ export interface CleanupResult {
  * The deletions one storage backend can do, one batch at a time. Each call deletes at most
  * `batchSize` rows in short statements (lists of keys are cut at 10,000 per statement), so
  * that a run never holds a long lock. Every read is made on the primary database.
+ *
+ * A DID's OAuth session is *in use* while the DID has an active app session (not revoked,
+ * not expired, not idle) or an active API key (not revoked, not expired): a bot's key keeps
+ * working after its owner's last browser logged out. The two `…WithoutActiveAppSession`
+ * methods answer for both (their names predate API keys).
  * @internal
  */
 export interface CleanupTarget {
@@ -28,16 +38,25 @@ export interface CleanupTarget {
     batchSize: number,
   ): Promise<{ deleted: number; dids: string[] }>;
   /**
-   * Of `dids`, those with no active app session left (not revoked, not expired, not
-   * idle): the users whose last device just went.
+   * Deletes API keys revoked or expired before `endedBefore`; returns how many and the DIDs
+   * they belonged to.
+   */
+  deleteEndedApiKeys(
+    endedBefore: number,
+    batchSize: number,
+  ): Promise<{ deleted: number; dids: string[] }>;
+  /**
+   * Of `dids`, those whose OAuth session is not in use: no active app session left (not
+   * revoked, not expired, not idle) and no active API key (not revoked, not expired at
+   * `now`). The users whose last device just went, and who run no bot.
    */
   didsWithoutActiveAppSession(
     dids: string[],
     cutoffs: { now: number; idleBefore: number },
   ): Promise<string[]>;
   /**
-   * DIDs that have an OAuth session but no active app session (not revoked, not expired,
-   * not idle), ordered by DID, after `afterDid` (exclusive), at most `limit`. Page through
+   * DIDs that have an OAuth session not in use (no active app session, no active API key;
+   * see {@link CleanupTarget.didsWithoutActiveAppSession}), ordered by DID, after `afterDid` (exclusive), at most `limit`. Page through
    * them by passing the last DID of a page as the next `afterDid`; the order is the
    * database's own (its collation), so compare DIDs only through this method. OAuth
    * sessions past their retention are included (cleanup deletes those anyway).

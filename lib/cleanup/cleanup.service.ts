@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { API_KEY_DEFAULTS } from '../api-keys/api-key-options.js';
 import { describeError } from '../errors/describe-error.js';
 import type { CleanupResult, CleanupTarget } from './cleanup.interface.js';
 
@@ -14,8 +15,13 @@ export interface CleanupSettings {
   /** Revoked app sessions are kept this long (for "recent devices" pages) before deletion. */
   revokedGraceMs: number;
   /**
-   * Also revoke, on every run, OAuth sessions that no active app session uses (found by one
-   * anti-join per page), so that a revocation that failed before (Redis or the authorization
+   * Revoked and expired API keys are kept this long (their owner still sees them, marked
+   * ended) before deletion: `apiKeys.revokedGrace`. @default 86400000 (1 day)
+   */
+  apiKeyRevokedGraceMs?: number;
+  /**
+   * Also revoke, on every run, OAuth sessions nothing uses (no active app session, no active
+   * API key; found by one anti-join per page), so that a revocation that failed before (Redis or the authorization
    * server down at logout or in an earlier run) is retried. @default true
    */
   revokeUnusedOAuthSessions?: boolean;
@@ -28,9 +34,11 @@ export interface CleanupRevoker {
 }
 
 /**
- * Deletes expired OAuth states, OAuth sessions past their retention, and ended app
- * sessions, batch by batch until none is left, and revokes the OAuth sessions that no
- * active app session uses any more (the user's last device went).
+ * Deletes expired OAuth states, OAuth sessions past their retention, ended app sessions and
+ * API keys ended for longer than their grace, batch by batch until none is left, and revokes
+ * the OAuth sessions nothing uses any more: no active app session (the user's last device
+ * went) and no active API key (an active key keeps its DID's OAuth session, which its
+ * requests act through).
  *
  * A revocation is decided again under the user's session lock right before it happens
  * (`AtProtoAuthService.revoke` with `ifUnused`): a user who signs in again while the run is
@@ -57,6 +65,7 @@ export class CleanupRunner {
       states: 0,
       oauthSessions: 0,
       appSessions: 0,
+      apiKeys: 0,
       oauthSessionsRevoked: 0,
     };
     for (let n; (n = await this.target.deleteExpiredStates(now, batchSize)) > 0;)
@@ -76,12 +85,17 @@ export class CleanupRunner {
       result.appSessions += deleted;
       // Checked per batch, right after the deletion, so that an interrupted run loses at most
       // one batch's revocations (those are retried by the anti-join pass of the next run).
-      for (const did of await this.target.didsWithoutActiveAppSession(dids, cutoffs)) {
-        if (tried.has(did)) continue;
-        tried.add(did);
-        if (!(await this.#hasSession(did))) continue;
-        if (await this.#revoke(did, cutoffs)) result.oauthSessionsRevoked++;
-      }
+      result.oauthSessionsRevoked += await this.#revokeUnused(dids, cutoffs, tried);
+    }
+    const keysEndedBefore =
+      now - (this.settings.apiKeyRevokedGraceMs ?? API_KEY_DEFAULTS.revokedGraceMs);
+    for (;;) {
+      const { deleted, dids } = await this.target.deleteEndedApiKeys(keysEndedBefore, batchSize);
+      if (deleted === 0) break;
+      result.apiKeys += deleted;
+      // A DID whose last (ended) key just went may have nothing else using its OAuth session:
+      // the same per-batch check as for app sessions.
+      result.oauthSessionsRevoked += await this.#revokeUnused(dids, cutoffs, tried);
     }
     if (this.settings.revokeUnusedOAuthSessions ?? true) {
       for (let after: string | undefined; ;) {
@@ -99,16 +113,33 @@ export class CleanupRunner {
         after = page.at(-1);
       }
     }
-    if (
-      result.states + result.oauthSessions + result.appSessions + result.oauthSessionsRevoked >
-      0
-    ) {
+    if (Object.values(result).some((n) => n > 0)) {
       this.#logger.log(
         `Cleanup removed ${result.states} states, ${result.oauthSessions} OAuth sessions, ` +
-          `${result.appSessions} app sessions; revoked ${result.oauthSessionsRevoked} OAuth sessions.`,
+          `${result.appSessions} app sessions, ${result.apiKeys} API keys; ` +
+          `revoked ${result.oauthSessionsRevoked} OAuth sessions.`,
       );
     }
     return result;
+  }
+
+  /**
+   * Revokes the OAuth sessions of those `dids` that nothing uses any more (each DID tried
+   * once per run); resolves how many were revoked.
+   */
+  async #revokeUnused(
+    dids: string[],
+    cutoffs: { now: number; idleBefore: number },
+    tried: Set<string>,
+  ): Promise<number> {
+    let revoked = 0;
+    for (const did of await this.target.didsWithoutActiveAppSession(dids, cutoffs)) {
+      if (tried.has(did)) continue;
+      tried.add(did);
+      if (!(await this.#hasSession(did))) continue;
+      if (await this.#revoke(did, cutoffs)) revoked++;
+    }
+    return revoked;
   }
 
   async #hasSession(did: string): Promise<boolean> {
@@ -120,7 +151,10 @@ export class CleanupRunner {
     }
   }
 
-  /** Revokes if still unused (decided under the DID's lock); failures are logged, not counted. */
+  /**
+   * Revokes if still unused (decided under the DID's lock, by the same query as the
+   * decision: no active app session and no active API key); failures are logged, not counted.
+   */
   async #revoke(did: string, cutoffs: { now: number; idleBefore: number }): Promise<boolean> {
     try {
       return await this.auth.revoke(did, {

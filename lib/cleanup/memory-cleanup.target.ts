@@ -1,3 +1,4 @@
+import type { MemoryApiKeyStore } from '../storage/memory/memory-api-key.store.js';
 import type {
   MemoryAppSessionStore,
   MemorySessionStore,
@@ -11,6 +12,11 @@ export class MemoryCleanupTarget implements CleanupTarget {
     private readonly states: MemoryStateStore,
     private readonly sessions: MemorySessionStore,
     private readonly appSessions: MemoryAppSessionStore,
+    /**
+     * The API key store the module's `AtProtoApiKeyService` uses: its active keys keep their
+     * DIDs' OAuth sessions. Without one, no DID has a key.
+     */
+    private readonly apiKeys?: MemoryApiKeyStore,
   ) {}
 
   deleteExpiredStates(now: number): Promise<number> {
@@ -26,6 +32,13 @@ export class MemoryCleanupTarget implements CleanupTarget {
     batchSize: number,
   ): Promise<{ deleted: number; dids: string[] }> {
     return this.appSessions.deleteEnded(cutoffs, batchSize);
+  }
+
+  async deleteEndedApiKeys(
+    endedBefore: number,
+    batchSize: number,
+  ): Promise<{ deleted: number; dids: string[] }> {
+    return (await this.apiKeys?.deleteEnded(endedBefore, batchSize)) ?? { deleted: 0, dids: [] };
   }
 
   async didsWithoutActiveAppSession(
@@ -57,10 +70,14 @@ export class MemoryCleanupTarget implements CleanupTarget {
     return out;
   }
 
-  /** Whether `did` has an app session that is not revoked, expired or idle. */
+  /**
+   * Whether `did`'s OAuth session is in use: an app session that is not revoked, expired or
+   * idle, or an API key that is not revoked or expired.
+   */
   async #hasActive(did: string, cutoffs: { now: number; idleBefore: number }): Promise<boolean> {
-    return (await this.appSessions.listForDid(did)).some(
+    const session = (await this.appSessions.listForDid(did)).some(
       (r) => r.expiresAt.getTime() > cutoffs.now && r.lastSeenAt.getTime() > cutoffs.idleBefore,
     );
+    return session || ((await this.apiKeys?.hasActive(did, new Date(cutoffs.now))) ?? false);
   }
 }

@@ -8,6 +8,7 @@ import {
   type Repository,
   type SelectQueryBuilder,
 } from 'typeorm';
+import { API_KEY_TABLE, AtProtoApiKeyEntity } from '../storage/entities/api-key.entity.js';
 import {
   APP_SESSION_TABLE,
   AtProtoAppSessionEntity,
@@ -33,6 +34,9 @@ type Where = <Q extends SelectQueryBuilder<ObjectLiteral> | DeleteQueryBuilder<O
  * written a moment before, and, worse, miss a user's new app session and have cleanup
  * revoke the OAuth session of a user who is signed in. Lists of keys are cut into
  * statements of at most 10,000 keys (drivers cap bind parameters, see `chunks.ts`).
+ *
+ * An OAuth session is in use while its DID has an active app session or an active API key
+ * (see `CleanupTarget`): both in-use queries probe the two tables by their `did` index.
  * @internal
  */
 export class TypeOrmCleanupTarget implements CleanupTarget {
@@ -40,6 +44,7 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
   readonly #states: Repository<AtProtoOAuthStateEntity>;
   readonly #sessions: Repository<AtProtoOAuthSessionEntity>;
   readonly #appSessions: Repository<AtProtoAppSessionEntity>;
+  readonly #apiKeys: Repository<AtProtoApiKeyEntity>;
   readonly #q: (column: string) => string;
 
   constructor(
@@ -50,6 +55,7 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     this.#states = dataSource.getRepository(AtProtoOAuthStateEntity);
     this.#sessions = dataSource.getRepository(AtProtoOAuthSessionEntity);
     this.#appSessions = dataSource.getRepository(AtProtoAppSessionEntity);
+    this.#apiKeys = dataSource.getRepository(AtProtoApiKeyEntity);
     this.#q = (column) => dataSource.driver.escape(column);
   }
 
@@ -80,6 +86,22 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     return { deleted: r.deleted, dids: [...new Set(r.extra)] };
   }
 
+  async deleteEndedApiKeys(
+    endedBefore: number,
+    batchSize: number,
+  ): Promise<{ deleted: number; dids: string[] }> {
+    const where: Where = (qb) =>
+      qb.where(
+        new Brackets((w) =>
+          w
+            .where(`${this.#q('revoked_at')} < :endedBefore`, { endedBefore })
+            .orWhere(`${this.#q('expires_at')} < :endedBefore`, { endedBefore }),
+        ),
+      ) as typeof qb;
+    const r = await this.#batch(this.#apiKeys, 'id', where, batchSize, 'did');
+    return { deleted: r.deleted, dids: [...new Set(r.extra)] };
+  }
+
   async didsWithoutActiveAppSession(
     dids: string[],
     cutoffs: { now: number; idleBefore: number },
@@ -87,9 +109,10 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     if (dids.length === 0) return [];
     const q = this.#q;
     const active = new Set<string>();
-    // One indexed lookup (by the did index) per chunk of DIDs, not one per DID.
+    // Per chunk of DIDs, one indexed lookup (by the did index) in each table, not one per DID.
+    // Two statements rather than a UNION: each binds the chunk once, within the 10,000 cap.
     for (const chunk of chunked([...new Set(dids)])) {
-      const rows = await withTransientRetry(
+      const withSession = await withTransientRetry(
         'Cleanup: finding active app sessions',
         () =>
           this.#onPrimary((m) =>
@@ -104,7 +127,30 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
           ),
         this.retry,
       );
-      for (const r of rows) active.add(r.did);
+      for (const r of withSession) active.add(r.did);
+      const rest = chunk.filter((did) => !active.has(did));
+      if (rest.length === 0) continue;
+      const withKey = await withTransientRetry(
+        'Cleanup: finding active API keys',
+        () =>
+          this.#onPrimary((m) =>
+            this.#apiKeys
+              .createQueryBuilder(undefined, m.queryRunner)
+              .select(`DISTINCT ${q('did')}`, 'did')
+              .where({ did: In(rest) })
+              .andWhere(`${q('revoked_at')} IS NULL`)
+              .andWhere(
+                new Brackets((w) =>
+                  w
+                    .where(`${q('expires_at')} IS NULL`)
+                    .orWhere(`${q('expires_at')} > :now`, cutoffs),
+                ),
+              )
+              .getRawMany<{ did: string }>(),
+          ),
+        this.retry,
+      );
+      for (const r of withKey) active.add(r.did);
     }
     return dids.filter((did) => !active.has(did));
   }
@@ -117,12 +163,17 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     if (!Number.isSafeInteger(limit) || limit < 1) return [];
     const q = this.#q;
     // One statement per page: the OAuth sessions in primary-key order after `afterDid`
-    // (keyset pagination on the primary key), each probed for an active app session by the
-    // app-session did index (NOT EXISTS: an anti-join that stops at the first match).
+    // (keyset pagination on the primary key), each probed for an active app session and for
+    // an active API key by the did index of each table (NOT EXISTS: anti-joins that stop at
+    // the first match).
     const active =
       `SELECT 1 FROM ${q(APP_SESSION_TABLE)} a WHERE a.${q('did')} = s.${q('did')} ` +
       `AND a.${q('revoked_at')} IS NULL AND a.${q('expires_at')} > :now ` +
       `AND a.${q('last_seen_at')} > :idleBefore`;
+    const activeKey =
+      `SELECT 1 FROM ${q(API_KEY_TABLE)} k WHERE k.${q('did')} = s.${q('did')} ` +
+      `AND k.${q('revoked_at')} IS NULL ` +
+      `AND (k.${q('expires_at')} IS NULL OR k.${q('expires_at')} > :now)`;
     const rows = await withTransientRetry(
       'Cleanup: finding OAuth sessions without an active app session',
       () =>
@@ -130,7 +181,8 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
           let qb = this.#sessions
             .createQueryBuilder('s', m.queryRunner)
             .select(`s.${q('did')}`, 'did')
-            .where(`NOT EXISTS (${active})`, cutoffs);
+            .where(`NOT EXISTS (${active})`, cutoffs)
+            .andWhere(`NOT EXISTS (${activeKey})`, cutoffs);
           if (afterDid !== undefined) qb = qb.andWhere(`s.${q('did')} > :afterDid`, { afterDid });
           return qb
             .orderBy(`s.${q('did')}`, 'ASC')
