@@ -34,7 +34,7 @@ export interface AtProtoApiKeyInfo {
   readonly name: string;
   /** The configured prefix and the key's first 8 random characters, e.g. `atp_4fZq81Xb`. */
   readonly displayPrefix: string;
-  /** Scopes the key is narrowed to, or `null` when it is not narrowed (see {@link apiKeyHasScopes}). */
+  /** Scopes the key is narrowed to, or `null` when it is not (see {@link apiKeyHasScopes}). */
   readonly scopes: readonly string[] | null;
   readonly createdAt: Date;
   /** When it stops working, or `null` if it does not expire. */

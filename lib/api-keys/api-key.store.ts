@@ -9,7 +9,7 @@ export interface AtProtoApiKeyRecord {
   did: string;
   /** What its owner called it ("deploy bot"). */
   name: string;
-  /** The configured prefix and the first 8 random characters, to recognize the key in UIs and logs. */
+  /** The configured prefix and the first 8 random characters, to recognize the key by. */
   displayPrefix: string;
   /** Scopes the key is narrowed to, or `null` for a key that is not narrowed. */
   scopes: string[] | null;

@@ -56,10 +56,11 @@ export interface CleanupTarget {
   ): Promise<string[]>;
   /**
    * DIDs that have an OAuth session not in use (no active app session, no active API key;
-   * see {@link CleanupTarget.didsWithoutActiveAppSession}), ordered by DID, after `afterDid` (exclusive), at most `limit`. Page through
-   * them by passing the last DID of a page as the next `afterDid`; the order is the
-   * database's own (its collation), so compare DIDs only through this method. OAuth
-   * sessions past their retention are included (cleanup deletes those anyway).
+   * see {@link CleanupTarget.didsWithoutActiveAppSession}), ordered by DID, after
+   * `afterDid` (exclusive), at most `limit`. Page through them by passing the last DID of a
+   * page as the next `afterDid`; the order is the database's own (its collation), so
+   * compare DIDs only through this method. OAuth sessions past their retention are
+   * included (cleanup deletes those anyway).
    */
   oauthSessionsWithoutActiveAppSession(
     cutoffs: { now: number; idleBefore: number },

@@ -21,8 +21,9 @@ export interface CleanupSettings {
   apiKeyRevokedGraceMs?: number;
   /**
    * Also revoke, on every run, OAuth sessions nothing uses (no active app session, no active
-   * API key; found by one anti-join per page), so that a revocation that failed before (Redis or the authorization
-   * server down at logout or in an earlier run) is retried. @default true
+   * API key; found by one anti-join per page), so that a revocation that failed before
+   * (Redis or the authorization server down at logout or in an earlier run) is retried.
+   * @default true
    */
   revokeUnusedOAuthSessions?: boolean;
 }
