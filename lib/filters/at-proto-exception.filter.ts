@@ -71,7 +71,7 @@ export class AtProtoExceptionFilter implements ExceptionFilter {
     if (isSessionEndedError(error)) {
       const auth = http.getRequest<Record<string, unknown>>()[AT_PROTO_REQUEST_KEY] as
         AtProtoRequestAuth | undefined;
-      if (auth && endedSessionDid(error) === auth.did) {
+      if (auth?.appSessionId && endedSessionDid(error) === auth.did) {
         await this.appSessions.revoke(auth.appSessionId).catch(() => undefined);
       }
     } else {

@@ -73,7 +73,7 @@ export class AtProtoAuthGuard implements CanActivate {
       if (isPublic) return true;
       throw new UnauthorizedException(AT_PROTO_MESSAGES.signIn);
     }
-    if (isCrossSiteRequest(req, this.options.origin)) {
+    if (isCrossSiteRequest(req, this.options.origin, this.options.trustedOrigins)) {
       // On a public route the request simply proceeds without the user's identity.
       if (isPublic) return true;
       throw new ForbiddenException(AT_PROTO_MESSAGES.crossSite);
@@ -81,6 +81,7 @@ export class AtProtoAuthGuard implements CanActivate {
     let restored: Promise<OAuthSession> | undefined;
     const auth: AtProtoRequestAuth = {
       did: session.did,
+      credential: 'cookie',
       appSessionId: session.id,
       restore: () =>
         (restored ??= this.auth.restore(session.did).catch(async (error: unknown) => {

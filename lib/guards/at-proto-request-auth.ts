@@ -1,5 +1,6 @@
 import type { OAuthSession } from '@atproto/oauth-client-node';
 import { AT_PROTO_REQUEST_KEY } from '../at-proto.constants.js';
+import type { AtProtoCredentialKind } from '../credentials/credentials.js';
 
 /**
  * What `AtProtoAuthGuard` attaches to an authenticated request (as `req.atproto`).
@@ -8,8 +9,15 @@ import { AT_PROTO_REQUEST_KEY } from '../at-proto.constants.js';
 export interface AtProtoRequestAuth {
   /** The signed-in user's DID. */
   readonly did: string;
-  /** Id of the app session (device) the request came with. */
-  readonly appSessionId: string;
+  /** How the request proved it: the session cookie, a bearer access token, or an API key. */
+  readonly credential: AtProtoCredentialKind;
+  /**
+   * Id of the app session (device) the request came with: the browser's, or the native
+   * app's whose access token it carries. Undefined for an API key.
+   */
+  readonly appSessionId: string | undefined;
+  /** Id of the API key the request came with, for `credential: 'api-key'`. */
+  readonly apiKeyId?: string;
   /**
    * Restores the user's OAuth session (refreshing it if stale). Memoized per request;
    * nothing is restored until something calls it.

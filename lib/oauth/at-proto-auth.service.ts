@@ -126,6 +126,7 @@ export class AtProtoAuthService {
       options.returnTo,
       this.options.publicUrl,
       this.options.afterLoginPath,
+      this.options.trustedOrigins,
     );
     const bindingNonce = randomBytes(32).toString('base64url');
     const appState: LoginAppState = { b: sha256(bindingNonce), r: returnTo };

@@ -50,13 +50,29 @@ export function normalizeLoginInput(raw: unknown, allowHttp: boolean): string {
 
 /**
  * Checks a `returnTo` value: it must be a path on this app (`/…`), not an absolute,
- * protocol-relative or backslash URL that would send the browser elsewhere.
+ * protocol-relative or backslash URL that would send the browser elsewhere; or an absolute
+ * URL whose origin is exactly one of `trustedOrigins` (a single-page app on another origin).
  * @internal
  */
-export function normalizeReturnTo(raw: unknown, publicUrl: string, fallback: string): string {
+export function normalizeReturnTo(
+  raw: unknown,
+  publicUrl: string,
+  fallback: string,
+  trustedOrigins: readonly string[] = [],
+): string {
   if (raw === undefined || raw === null || raw === '') return fallback;
   if (typeof raw !== 'string' || raw.length > 2048) {
     throw new AtProtoBadRequestError('returnTo must be a path on this app.');
+  }
+  if (trustedOrigins.length > 0 && /^https?:\/\//i.test(raw)) {
+    // eslint-disable-next-line no-control-regex -- control characters are what we refuse
+    const url = URL.canParse(raw) && !/[\\\x00-\x1f\x7f]/.test(raw) ? new URL(raw) : undefined;
+    if (url && !url.username && !url.password && trustedOrigins.includes(url.origin)) {
+      return url.href;
+    }
+    throw new AtProtoBadRequestError(
+      'returnTo must be a path on this app or a URL on one of its trusted origins.',
+    );
   }
   // Browsers treat "\" like "/" and ignore tabs and newlines, so "/\evil.com" and
   // "/\t/evil.com" are protocol-relative in disguise.

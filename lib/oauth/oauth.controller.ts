@@ -103,7 +103,7 @@ export class OAuthControllerBase {
     @Res() res: ResponseLike,
   ): Promise<void> {
     // A cross-site form could start a login the attacker controls (login CSRF): refuse it.
-    if (isCrossSiteRequest(req, this.options.origin)) {
+    if (isCrossSiteRequest(req, this.options.origin, this.options.trustedOrigins)) {
       throw new ForbiddenException(AT_PROTO_MESSAGES.crossSite);
     }
     await this.login(body?.input, body?.returnTo, req, res, 303);
@@ -161,7 +161,7 @@ export class OAuthControllerBase {
     @Req() req: HttpRequestLike,
     @Res() res: ResponseLike,
   ): Promise<void> {
-    if (isCrossSiteRequest(req, this.options.origin)) {
+    if (isCrossSiteRequest(req, this.options.origin, this.options.trustedOrigins)) {
       throw new ForbiddenException('Cross-site request refused.');
     }
     const everywhere = isTrue(everywhereQuery) || isTrue(body?.everywhere);

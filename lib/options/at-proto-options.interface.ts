@@ -1,3 +1,6 @@
+import type { AtProtoApiKeyOptions } from '../api-keys/api-key-options.js';
+import type { AtProtoCredentialKind } from '../credentials/credentials.js';
+import type { AtProtoNativeOptions } from '../native/native-options.js';
 import type { KeyRingOptions } from '../crypto/key-ring.js';
 import type { TransientRetryOptions } from '../storage/transient-retry.js';
 
@@ -206,6 +209,30 @@ export interface AtProtoModuleOptions {
    * warning at boot. @default []
    */
   dangerouslyAllowPrivateHosts?: string[];
+
+  /**
+   * Native and CLI apps: the module signs the user in through the system browser, then
+   * hands the app an access/refresh token pair (see docs/native-apps.md). Off unless set.
+   */
+  native?: AtProtoNativeOptions;
+  /** API keys for bots and services (see docs/api-keys.md). */
+  apiKeys?: AtProtoApiKeyOptions;
+  /**
+   * Which credentials a route accepts unless `@AtProtoCredentials()` says otherwise.
+   * @default { allow: ['cookie', 'bearer'] }
+   */
+  credentials?: { allow?: AtProtoCredentialKind[] };
+  /**
+   * Origins of single-page apps that use the cookie flow from another origin
+   * (`'https://app.example.com'`; https, or `http://127.0.0.1:<port>` in development):
+   * `returnTo` may be an absolute URL on them, and unsafe requests that carry the session
+   * cookie are accepted when their `Origin` is one of them (start the login with a form
+   * `POST <prefix>/login` from there). An origin on another site than `publicUrl` needs
+   * `cookie.sameSite: 'none'` (checked at boot); Safari blocks and Firefox partitions such
+   * third-party cookies by default, so a cross-site app is better served by the token pair
+   * of native apps. CORS stays the app's job (see docs/deployment.md). @default []
+   */
+  trustedOrigins?: string[];
 }
 
 /**

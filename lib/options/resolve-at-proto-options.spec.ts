@@ -216,4 +216,41 @@ describe('resolveAtProtoOptions', () => {
       /cleanup\.batchSize must be at most 10000/,
     );
   });
+
+  it('takes trusted origins that are exact, https (or loopback) and reachable by the cookie', async () => {
+    const base = { publicUrl: 'https://api.example.com', encryption, keys: [ecKey()] };
+    const ok = await resolveAtProtoOptions({
+      ...base,
+      trustedOrigins: ['https://app.example.com', 'https://www.example.com'],
+    });
+    expect(ok.trustedOrigins).toEqual(['https://app.example.com', 'https://www.example.com']);
+    // Another site: only with SameSite=None.
+    expect(
+      (await problemsOf({ ...base, trustedOrigins: ['https://app.other.example'] })).join(),
+    ).toMatch(/another site than publicUrl.*sameSite: 'none'/);
+    const none = await resolveAtProtoOptions({
+      ...base,
+      cookie: { sameSite: 'none' },
+      trustedOrigins: ['https://app.other.example'],
+    });
+    expect(none.trustedOrigins).toEqual(['https://app.other.example']);
+    for (const bad of [
+      'https://app.example.com/',
+      'https://app.example.com/path',
+      'http://app.example.com',
+      'https://user@app.example.com',
+      '*.example.com',
+      'app.example.com',
+    ]) {
+      expect((await problemsOf({ ...base, trustedOrigins: [bad] })).join()).toMatch(
+        /trustedOrigins\[0\]/,
+      );
+    }
+    const dev = await resolveAtProtoOptions({
+      publicUrl: 'http://127.0.0.1:3000',
+      encryption,
+      trustedOrigins: ['http://127.0.0.1:5173'],
+    });
+    expect(dev.trustedOrigins).toEqual(['http://127.0.0.1:5173']);
+  });
 });

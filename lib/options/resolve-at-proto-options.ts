@@ -7,6 +7,8 @@ import {
 import { z } from 'zod';
 import { KeyRing } from '../crypto/key-ring.js';
 import { parsePrivateHost } from '../oauth/outbound-fetch.js';
+import { resolveApiKeyOptions } from '../api-keys/api-key-options.js';
+import { resolveNativeOptions } from '../native/native-options.js';
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
 import type {
   AtProtoModuleExtras,
@@ -176,6 +178,20 @@ const optionsSchema = z.object({
     })
     .optional(),
   allowHttpServers: z.boolean().optional(),
+  trustedOrigins: z
+    .array(z.string(), { error: 'trustedOrigins must be an array of origins' })
+    .optional(),
+  native: z.unknown().optional(),
+  apiKeys: z.unknown().optional(),
+  credentials: z
+    .object({
+      allow: z
+        .array(z.enum(['cookie', 'bearer', 'api-key']), {
+          error: 'credentials.allow must be an array of "cookie", "bearer", "api-key"',
+        })
+        .optional(),
+    })
+    .optional(),
   dangerouslyAllowPrivateHosts: z
     .array(
       z.string().refine((v) => parsePrivateHost(v) !== undefined, {
@@ -318,6 +334,10 @@ export async function resolveAtProtoOptions(
     }
   }
 
+  const trustedOrigins = resolveTrustedOrigins(input, publicUrl, problems);
+  const native = resolveNativeOptions(input.native, problems);
+  const apiKeys = resolveApiKeyOptions(input.apiKeys, problems);
+
   if (problems.length > 0 || !publicUrl) throw new AtProtoConfigError(problems);
 
   const base = publicUrl.href.replace(/\/+$/, '');
@@ -420,7 +440,61 @@ export async function resolveAtProtoOptions(
     plcDirectoryUrl: input.plcDirectoryUrl,
     allowHttpServers: input.allowHttpServers ?? false,
     privateHosts: (input.dangerouslyAllowPrivateHosts ?? []).map((h) => h.toLowerCase()),
+    native,
+    apiKeys,
+    credentialsAllow: input.credentials?.allow ?? ['cookie', 'bearer'],
+    trustedOrigins,
   };
+}
+
+/**
+ * `trustedOrigins`, checked: exact origins (no path, query, credentials or trailing slash),
+ * https or a loopback IP with a port. One on another site than `publicUrl` only works with
+ * `cookie.sameSite: 'none'`: browsers keep a Lax cookie off its requests.
+ */
+function resolveTrustedOrigins(
+  input: AtProtoModuleOptions,
+  publicUrl: URL | undefined,
+  problems: string[],
+): string[] {
+  const origins: string[] = [];
+  for (const [i, raw] of (input.trustedOrigins ?? []).entries()) {
+    if (typeof raw !== 'string') continue; // the schema reports it
+    const where = `trustedOrigins[${i}]`;
+    const url = URL.canParse(raw) ? new URL(raw) : undefined;
+    if (!url || url.origin !== raw) {
+      problems.push(
+        `${where} must be an exact origin such as "https://app.example.com" (scheme, host and port only)`,
+      );
+      continue;
+    }
+    const loopback = url.hostname === '127.0.0.1' || url.hostname === '[::1]';
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
+      problems.push(`${where} must be https (or http://127.0.0.1:<port> in development)`);
+      continue;
+    }
+    if (publicUrl && !sameSite(url, publicUrl) && input.cookie?.sameSite !== 'none') {
+      problems.push(
+        `${where} (${raw}) is on another site than publicUrl: its requests only carry the session cookie with cookie.sameSite: 'none' (or use the token pair of native apps)`,
+      );
+      continue;
+    }
+    origins.push(raw);
+  }
+  return origins;
+}
+
+/**
+ * Whether two URLs are on the same site as browsers judge it for SameSite cookies: same
+ * scheme, and the same host for an IP or the same last two labels of a name. (Without a
+ * public-suffix list, two names under one suffix such as `co.uk` count as one site; the
+ * cost is a boot that passes where the browser then keeps the cookie back: nothing opens.)
+ */
+function sameSite(a: URL, b: URL): boolean {
+  if (a.protocol !== b.protocol) return false;
+  const site = (host: string) =>
+    /^[\d.]+$|^\[/.test(host) ? host : host.split('.').slice(-2).join('.');
+  return site(a.hostname) === site(b.hostname);
 }
 
 /**

@@ -1,3 +1,6 @@
+import type { ResolvedApiKeyOptions } from '../api-keys/api-key-options.js';
+import type { AtProtoCredentialKind } from '../credentials/credentials.js';
+import type { ResolvedNativeOptions } from '../native/native-options.js';
 import type { OAuthClientMetadataInput } from '@atproto/oauth-client-node';
 import type { Key } from '@atproto/oauth-client-node';
 import type { KeyRing } from '../crypto/key-ring.js';
@@ -67,4 +70,11 @@ export interface ResolvedAtProtoOptions {
   readonly allowHttpServers: boolean;
   /** `dangerouslyAllowPrivateHosts`, validated: `host` or `host:port` entries. */
   readonly privateHosts: readonly string[];
+  /** Native and CLI apps, when configured. */
+  readonly native: ResolvedNativeOptions | undefined;
+  readonly apiKeys: ResolvedApiKeyOptions;
+  /** Credentials routes accept by default. */
+  readonly credentialsAllow: readonly AtProtoCredentialKind[];
+  /** Origins of single-page apps on another origin that use the cookie flow. */
+  readonly trustedOrigins: readonly string[];
 }

@@ -9,6 +9,8 @@ import { describeError } from '../errors/describe-error.js';
 const TOUCH_INTERVAL_MS = 60_000;
 /** 32 random bytes in base64url: 256 bits of entropy. */
 const TOKEN_SYNTAX = /^[A-Za-z0-9_-]{43}$/;
+/** A session id: the SHA-256 of a token, lowercase hex. */
+const SESSION_ID = /^[0-9a-f]{64}$/;
 /** Most app sessions kept in the in-process cache; the oldest entries go first. */
 const CACHE_MAX_ENTRIES = 10_000;
 
@@ -86,7 +88,16 @@ export class AppSessionService {
    */
   async validate(token: string | undefined): Promise<AppSessionInfo | undefined> {
     if (!token || !TOKEN_SYNTAX.test(token)) return undefined;
-    const id = AppSessionService.idOf(token);
+    return this.validateId(AppSessionService.idOf(token));
+  }
+
+  /**
+   * The active session with id `id` (what a bearer access token names), or `undefined`;
+   * like {@link validate}, through the same cache, so a revocation reaches bearer requests as
+   * fast as cookie ones. Records activity at most once a minute.
+   */
+  async validateId(id: string): Promise<AppSessionInfo | undefined> {
+    if (!SESSION_ID.test(id)) return undefined;
     const now = Date.now();
     const record = await this.#lookup(id, now);
     if (!record || !this.isActive(record, now)) return undefined;

@@ -89,13 +89,23 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
  * Whether a state-changing request comes from another site, judged by what browsers send:
- * `Sec-Fetch-Site` when present (all current browsers), otherwise `Origin`. A request with
+ * an `Origin` listed in `trustedOrigins` is accepted; otherwise `Sec-Fetch-Site` when
+ * present (all current browsers), otherwise `Origin`. A request with
  * neither is not from a browser form or script (those always send `Origin` on POST), so it
  * cannot ride on a victim's cookies and is let through.
  * @internal
  */
-export function isCrossSiteRequest(req: HttpRequestLike, appOrigin: string): boolean {
+export function isCrossSiteRequest(
+  req: HttpRequestLike,
+  appOrigin: string,
+  trustedOrigins: readonly string[] = [],
+): boolean {
   if (SAFE_METHODS.has((req.method ?? 'GET').toUpperCase())) return false;
+  // A page of a trusted origin (a single-page app the app's owner lists): its requests are
+  // cross-origin by design. Browsers always send Origin on such unsafe requests, and a page
+  // cannot forge it.
+  const origins = values(req, 'origin');
+  if (origins.length === 1 && trustedOrigins.includes(origins[0]!)) return false;
   const site = header(req, 'sec-fetch-site');
   if (site) return site !== 'same-origin' && site !== 'none';
   const origin = header(req, 'origin');

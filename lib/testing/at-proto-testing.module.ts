@@ -106,6 +106,7 @@ export class AtProtoTestingGuard implements CanActivate {
     const session = this.#session;
     const auth: AtProtoRequestAuth = {
       did: this.#did,
+      credential: 'cookie',
       appSessionId: 'testing',
       restore: async () => session,
     };
