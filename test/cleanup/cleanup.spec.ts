@@ -122,6 +122,7 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       didsWithoutActiveAppSession: (d, c) => real.didsWithoutActiveAppSession(d, c),
       oauthSessionsWithoutActiveAppSession: (c, a, l) =>
         real.oauthSessionsWithoutActiveAppSession(c, a, l),
+      deleteEndedApiKeys: (c, b) => real.deleteEndedApiKeys(c, b),
     };
     await expect(
       new CleanupRunner(dying, noRevocations, noSession, settings).run(now),
