@@ -137,6 +137,7 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       oauthSessions: EXPIRED,
       appSessions: EXPIRED,
       oauthSessionsRevoked: 0,
+      apiKeys: 0,
     });
     expect(await counts(ds)).toEqual([LIVE, LIVE, LIVE]);
     const [live] = (await ds.query(
@@ -149,6 +150,7 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       oauthSessions: 0,
       appSessions: 0,
       oauthSessionsRevoked: 0,
+      apiKeys: 0,
     });
   }, 300_000);
 });
