@@ -41,7 +41,7 @@ export interface NativeLoginAppState {
 
 /** The S256 challenge: BASE64URL(SHA-256(verifier)) without padding, RFC 7636 §4.2. */
 const CODE_CHALLENGE = /^[A-Za-z0-9_-]{43}$/;
-/** Longest app `state` accepted. */
+/** Longest app `state` accepted. @internal */
 export const NATIVE_STATE_MAX_LENGTH = 512;
 /** RFC 6749 Appendix A.5: `state` is VSCHAR, printable ASCII and space. */
 const STATE_CHARS = /^[\x20-\x7e]+$/;

@@ -12,17 +12,19 @@ import { AtProtoTokenError } from './native-token.error.js';
 import { JWT_SHAPE, MAX_TOKEN_LENGTH, NativeTokens } from './native-tokens.js';
 import { AT_PROTO_NATIVE_STORE } from './native.constants.js';
 
-/** How long a one-time code can be exchanged. */
+/** How long a one-time code can be exchanged. @internal */
 export const NATIVE_CODE_TTL_MS = 60_000;
 /**
  * How long after a rotation the previous refresh token still gets the same successor, as
  * long as that successor is unused (RFC 9700 §4.14.2): a device whose refresh answer was
  * lost can retry without being signed out.
+ * @internal
  */
 export const REFRESH_GRACE_MS = 30_000;
 /**
  * Most verified access tokens kept in the in-process cache; the oldest entries go first.
- * 10,000 entries of about 200 bytes each: 2 MB at most.
+ * 10,000 entries of a few hundred bytes each: a few MB at most.
+ * @internal
  */
 export const ACCESS_TOKEN_CACHE_MAX_ENTRIES = 10_000;
 
