@@ -14,6 +14,8 @@ import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
 import { AtProtoRequestLock } from './lock/request-lock.js';
 import { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
 import { AppSessionService } from './session/app-session.service.js';
+import { AtProtoApiKeyService } from './api-keys/api-key.service.js';
+import { AtProtoNativeService } from './native/native.service.js';
 
 /**
  * AT Protocol (Bluesky) OAuth login for a NestJS app: the OAuth client, its routes
@@ -46,6 +48,8 @@ import { AppSessionService } from './session/app-session.service.js';
     AppSessionService,
     AtProtoAuthGuard,
     AtProtoCleanupService,
+    AtProtoNativeService,
+    AtProtoApiKeyService,
   ],
 })
 export class AtProtoModule extends AtProtoConfigurableModule {}

@@ -24,6 +24,12 @@ import {
 } from './at-proto.internal-constants.js';
 import { AT_PROTO_RAW_OPTIONS } from './at-proto.module-definition.js';
 import { AtProtoCleanupService } from './cleanup/at-proto-cleanup.service.js';
+import { AT_PROTO_API_KEY_STORE } from './api-keys/api-key.constants.js';
+import { AtProtoApiKeyService } from './api-keys/api-key.service.js';
+import type { AtProtoApiKeyStore } from './api-keys/api-key.store.js';
+import { atProtoNativeProviders } from './native/native.providers.js';
+import { MemoryApiKeyStore } from './storage/memory/memory-api-key.store.js';
+import { TypeOrmApiKeyStore } from './storage/typeorm/typeorm-api-key.store.js';
 import type { CleanupTarget } from './cleanup/cleanup.interface.js';
 import { MemoryCleanupTarget } from './cleanup/memory-cleanup.target.js';
 import { TypeOrmCleanupTarget } from './cleanup/typeorm-cleanup.target.js';
@@ -80,6 +86,7 @@ interface Stores {
   state: AtProtoStateStore;
   session: AtProtoSessionStore;
   app: AppSessionStore;
+  apiKeys: AtProtoApiKeyStore;
   cleanup: CleanupTarget;
 }
 
@@ -210,6 +217,13 @@ export const atProtoProviders: Provider[] = [
   AtProtoAuthService,
   AppSessionService,
   AtProtoAuthGuard,
+  ...atProtoNativeProviders,
+  {
+    provide: AT_PROTO_API_KEY_STORE,
+    inject: [AT_PROTO_STORES],
+    useFactory: (s: Stores) => s.apiKeys,
+  },
+  AtProtoApiKeyService,
   AtProtoExceptionFilter,
   { provide: APP_FILTER, useExisting: AtProtoExceptionFilter },
   AtProtoSessionErrorInterceptor,
@@ -221,7 +235,14 @@ function buildStores(options: ResolvedAtProtoOptions, found: DataSource | null):
     const state = new MemoryStateStore({ ttlMs: options.stateTtlMs });
     const session = new MemorySessionStore({ ttlMs: options.oauthSessionRetentionMs });
     const app = new MemoryAppSessionStore();
-    return { state, session, app, cleanup: new MemoryCleanupTarget(state, session, app) };
+    const apiKeys = new MemoryApiKeyStore();
+    return {
+      state,
+      session,
+      app,
+      apiKeys,
+      cleanup: new MemoryCleanupTarget(state, session, app, apiKeys),
+    };
   }
   const dataSource = requireDataSource(found, options.dataSourceName);
   return {
@@ -234,6 +255,7 @@ function buildStores(options: ResolvedAtProtoOptions, found: DataSource | null):
       retry: options.storeRetry,
     }),
     app: new TypeOrmAppSessionStore(dataSource, { retry: options.storeRetry }),
+    apiKeys: new TypeOrmApiKeyStore(dataSource, { retry: options.storeRetry }),
     cleanup: new TypeOrmCleanupTarget(dataSource, options.storeRetry),
   };
 }

@@ -38,6 +38,11 @@ export {
 export type { AtProtoRequestAuth } from './guards/at-proto-request-auth.js';
 export { AtProtoDid, AtProtoSession, Public } from './decorators/index.js';
 export {
+  AtProtoCredentials,
+  type AtProtoCredentialsOptions,
+} from './decorators/at-proto-credentials.decorator.js';
+export type { AtProtoCredentialKind } from './credentials/credentials.js';
+export {
   AtProtoEvents,
   type AtProtoEvent,
   type AtProtoSessionDeletedReason,
@@ -74,6 +79,31 @@ export {
   atProtoEntities,
 } from './storage/entities/index.js';
 export { atProtoMigrations, AtProtoInit1763800000000 } from './storage/migrations/index.js';
+export { AtProtoApiKeys1795857400000 } from './storage/migrations/1795857400000-at-proto-api-keys.js';
+export { AtProtoNative1795857600000 } from './storage/migrations/1795857600000-at-proto-native.js';
+export { AtProtoApiKeyEntity } from './storage/entities/api-key.entity.js';
+export { AtProtoNativeCodeEntity } from './storage/entities/native-code.entity.js';
+export { AtProtoNativeRefreshFamilyEntity } from './storage/entities/native-refresh-family.entity.js';
+
+export {
+  AtProtoApiKeyService,
+  apiKeyHasScopes,
+  type AtProtoApiKeyCreateOptions,
+  type AtProtoApiKeyInfo,
+} from './api-keys/api-key.service.js';
+export type { AtProtoApiKeyOptions } from './api-keys/api-key-options.js';
+export type { AtProtoApiKeyRecord, AtProtoApiKeyStore } from './api-keys/api-key.store.js';
+export { AT_PROTO_API_KEY_STORE } from './api-keys/api-key.constants.js';
+export { MemoryApiKeyStore } from './storage/memory/memory-api-key.store.js';
+export { TypeOrmApiKeyStore } from './storage/typeorm/typeorm-api-key.store.js';
+
+export {
+  AtProtoNativeService,
+  type NativeAccessTokenInfo,
+  type NativeTokenResponse,
+} from './native/native.service.js';
+export { AtProtoTokenError, type AtProtoTokenErrorCode } from './native/native-token.error.js';
+export type { AtProtoNativeOptions } from './native/native-options.js';
 export {
   isVersionedSessionStore,
   type AppSessionRecord,

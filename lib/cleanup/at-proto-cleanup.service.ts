@@ -18,6 +18,9 @@ import { describeError } from '../errors/describe-error.js';
 import { AT_PROTO_CLEANUP_TARGET } from '../at-proto.internal-constants.js';
 import type { CleanupResult, CleanupTarget } from './cleanup.interface.js';
 import { CleanupRunner } from './cleanup.service.js';
+import { AT_PROTO_NATIVE_STORE } from '../native/native.constants.js';
+import type { NativeTokenStore } from '../native/native-store.interface.js';
+import { AtProtoNativeService } from '../native/native.service.js';
 
 /**
  * Deletes expired OAuth states, OAuth sessions past their retention, and ended app
@@ -39,14 +42,31 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, BeforeAppl
     @Inject(AT_PROTO_MODULE_EXTRAS) private readonly extras: AtProtoModuleExtras,
     auth: AtProtoAuthService,
     @Inject(AT_PROTO_SESSION_STORE) sessionStore: AtProtoSessionStore,
+    native: AtProtoNativeService,
+    @Inject(AT_PROTO_NATIVE_STORE) nativeStore: NativeTokenStore,
   ) {
     const hasOAuthSession = async (did: string) => (await sessionStore.get(did)) !== undefined;
-    this.#runner = new CleanupRunner(target, auth, hasOAuthSession, {
-      batchSize: options.cleanup.batchSize,
-      appSessionIdleTtlMs: options.appSession.idleTtlMs,
-      revokedGraceMs: options.cleanup.revokedGraceMs,
-      revokeUnusedOAuthSessions: options.cleanup.revokeUnusedOAuthSessions,
-    });
+    const revokedGraceMs = options.cleanup.revokedGraceMs;
+    this.#runner = new CleanupRunner(
+      target,
+      auth,
+      hasOAuthSession,
+      {
+        batchSize: options.cleanup.batchSize,
+        appSessionIdleTtlMs: options.appSession.idleTtlMs,
+        revokedGraceMs,
+        revokeUnusedOAuthSessions: options.cleanup.revokeUnusedOAuthSessions,
+        apiKeyRevokedGraceMs: options.apiKeys.revokedGraceMs,
+      },
+      {
+        // A native login whose one-time code is not redeemed yet has an OAuth session and no
+        // app session for up to a minute: it is in use.
+        inUse: (did) => native.hasPendingLogin(did),
+        nativeCodes: (now, batchSize) => nativeStore.deleteExpiredCodes(now, batchSize),
+        nativeRefreshFamilies: (now, batchSize) =>
+          nativeStore.deleteEndedFamilies({ now, revokedBefore: now - revokedGraceMs }, batchSize),
+      },
+    );
   }
 
   /** Runs one cleanup now; concurrent calls in this process share one run. */

@@ -11,6 +11,10 @@ export interface CleanupResult {
   appSessions: number;
   /** API keys deleted: revoked or expired for longer than `apiKeys.revokedGrace`. */
   apiKeys: number;
+  /** One-time codes of native logins deleted (used or expired). */
+  nativeCodes: number;
+  /** Refresh families of native apps deleted (their app session ended). */
+  nativeRefreshFamilies: number;
   /**
    * OAuth sessions revoked and deleted because nothing uses them any more: their user's last
    * app session was removed and no API key of theirs is active.

@@ -28,6 +28,21 @@ export interface CleanupSettings {
   revokeUnusedOAuthSessions?: boolean;
 }
 
+/**
+ * What else a run includes, outside the storage's cleanup target: native apps' one-time
+ * codes and refresh families, and what keeps an OAuth session in use besides app sessions
+ * and API keys (a native login whose code is not redeemed yet: the app session is created
+ * when it is).
+ * @internal
+ */
+export interface CleanupExtras {
+  inUse?: (did: string) => Promise<boolean>;
+  /** Deletes at most `batchSize` expired codes; resolves how many. */
+  nativeCodes?: (now: number, batchSize: number) => Promise<number>;
+  /** Deletes at most `batchSize` ended refresh families; resolves how many. */
+  nativeRefreshFamilies?: (now: number, batchSize: number) => Promise<number>;
+}
+
 /** What the runner asks of the OAuth side. */
 export interface CleanupRevoker {
   /** See `AtProtoAuthService.revoke`: resolves whether it revoked; throws when it could not. */
@@ -58,6 +73,7 @@ export class CleanupRunner {
     /** Whether an OAuth session is stored for a DID (in whichever store holds them). */
     private readonly hasOAuthSession: (did: string) => Promise<boolean>,
     private readonly settings: CleanupSettings,
+    private readonly extras: CleanupExtras = {},
   ) {}
 
   async run(now = Date.now()): Promise<CleanupResult> {
@@ -67,6 +83,8 @@ export class CleanupRunner {
       oauthSessions: 0,
       appSessions: 0,
       apiKeys: 0,
+      nativeCodes: 0,
+      nativeRefreshFamilies: 0,
       oauthSessionsRevoked: 0,
     };
     for (let n; (n = await this.target.deleteExpiredStates(now, batchSize)) > 0;)
@@ -98,6 +116,15 @@ export class CleanupRunner {
       // the same per-batch check as for app sessions.
       result.oauthSessionsRevoked += await this.#revokeUnused(dids, cutoffs, tried);
     }
+    const { nativeCodes, nativeRefreshFamilies } = this.extras;
+    if (nativeCodes) {
+      for (let n; (n = await nativeCodes(now, batchSize)) > 0;) result.nativeCodes += n;
+    }
+    if (nativeRefreshFamilies) {
+      for (let n; (n = await nativeRefreshFamilies(now, batchSize)) > 0;) {
+        result.nativeRefreshFamilies += n;
+      }
+    }
     if (this.settings.revokeUnusedOAuthSessions ?? true) {
       for (let after: string | undefined; ;) {
         const page = await this.target.oauthSessionsWithoutActiveAppSession(
@@ -117,7 +144,8 @@ export class CleanupRunner {
     if (Object.values(result).some((n) => n > 0)) {
       this.#logger.log(
         `Cleanup removed ${result.states} states, ${result.oauthSessions} OAuth sessions, ` +
-          `${result.appSessions} app sessions, ${result.apiKeys} API keys; ` +
+          `${result.appSessions} app sessions, ${result.apiKeys} API keys, ` +
+          `${result.nativeCodes + result.nativeRefreshFamilies} native codes and refresh families; ` +
           `revoked ${result.oauthSessionsRevoked} OAuth sessions.`,
       );
     }
@@ -161,7 +189,8 @@ export class CleanupRunner {
       return await this.auth.revoke(did, {
         since: new Date(cutoffs.now),
         inUse: async () =>
-          (await this.target.didsWithoutActiveAppSession([did], cutoffs)).length === 0,
+          (await this.target.didsWithoutActiveAppSession([did], cutoffs)).length === 0 ||
+          (await this.extras.inUse?.(did)) === true,
       });
     } catch (error) {
       this.#logger.warn(

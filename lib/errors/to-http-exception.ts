@@ -133,6 +133,12 @@ export function toHttpException(
     case 'ERR_AT_PROTO_LOCK':
       // Lock messages are written for users ("…stayed busy… try again").
       return new ServiceUnavailableException(error.message, { cause: error });
+    case 'ERR_AT_PROTO_TOKEN':
+      // A native app's token or revocation request refused: RFC 6749 §5.2's body.
+      return new BadRequestException(
+        (error as AtProtoError & { toJSON(): Record<string, string> }).toJSON(),
+        { cause: error },
+      );
     case 'ERR_AT_PROTO_UPSTREAM':
       return phase === 'login'
         ? new BadGatewayException(error.message, { cause: error })

@@ -23,6 +23,8 @@ describe('AtProtoAuthGuard outside HTTP', () => {
     undefined as never,
     undefined as never,
     undefined as never,
+    undefined as never,
+    undefined as never,
   );
 
   it('fails closed: a non-HTTP handler is refused unless it is @Public()', async () => {

@@ -44,6 +44,8 @@ interface LoginAppState {
   b: string;
   /** Where to send the browser after the callback. */
   r: string;
+  /** A native or CLI app's login: what it asked for, handed back at the callback. */
+  n?: unknown;
 }
 
 const STATE_PARAM = /^[\x21-\x7e]{1,255}$/;
@@ -113,13 +115,14 @@ export class AtProtoAuthService {
    * Starts a login for what the user typed (handle, DID or PDS URL). Returns the URL to
    * redirect the browser to and a `bindingNonce` that must come back with the callback
    * (the module keeps it in a short-lived HttpOnly cookie) so that a callback opened in
-   * another browser is refused.
+   * another browser is refused. `native` (JSON-serialisable) is kept in the login's state and
+   * handed back to `completeLogin`'s `whileLocked`.
    * @throws AtProtoBadRequestError for bad input or an unresolvable identity
    * @throws AtProtoUpstreamError when the user's servers cannot be reached
    */
   async beginLogin(
     input: unknown,
-    options: { returnTo?: unknown } = {},
+    options: { returnTo?: unknown; native?: unknown } = {},
   ): Promise<{ url: URL; bindingNonce: string; returnTo: string }> {
     const identity = normalizeLoginInput(input, this.options.allowHttpServers);
     const returnTo = normalizeReturnTo(
@@ -129,7 +132,11 @@ export class AtProtoAuthService {
       this.options.trustedOrigins,
     );
     const bindingNonce = randomBytes(32).toString('base64url');
-    const appState: LoginAppState = { b: sha256(bindingNonce), r: returnTo };
+    const appState: LoginAppState = {
+      b: sha256(bindingNonce),
+      r: returnTo,
+      ...(options.native !== undefined ? { n: options.native } : {}),
+    };
     try {
       const url = await this.client.authorize(identity, { state: JSON.stringify(appState) });
       return { url, bindingNonce, returnTo };
@@ -169,7 +176,9 @@ export class AtProtoAuthService {
    * code exchange) until the new session is stored and `whileLocked` has run, so that the
    * replacement of the user's previous session is one step for every other device and
    * instance, and so that cleanup or a logout elsewhere cannot revoke the new session before
-   * its first app session exists (the module's callback route creates it in `whileLocked`).
+   * its first app session exists (the module's callback route creates it in `whileLocked`,
+   * or, for a native app's login, the one-time code the app exchanges for its session;
+   * `whileLocked` gets what `beginLogin` was given as `native`).
    * @returns the DID, the OAuth session, where to send the browser, and what `whileLocked` returned
    * @throws AtProtoBadRequestError for a forged, expired, replayed or foreign callback, a
    * mismatching issuer, or an error answer from the authorization server
@@ -180,7 +189,7 @@ export class AtProtoAuthService {
   async completeLogin<T = undefined>(
     params: URLSearchParams,
     bindingNonce: string | undefined | ((nonceHash: string) => string | undefined),
-    whileLocked?: (did: string) => Promise<T>,
+    whileLocked?: (did: string, native: unknown) => Promise<T>,
   ): Promise<{ did: string; session: OAuthSession; returnTo: string; result: T | undefined }> {
     const state = params.get('state');
     if (!state || !STATE_PARAM.test(state)) {
@@ -200,7 +209,7 @@ export class AtProtoAuthService {
     state: string,
     params: URLSearchParams,
     bindingNonce: string | undefined | ((nonceHash: string) => string | undefined),
-    whileLocked: ((did: string) => Promise<T>) | undefined,
+    whileLocked: ((did: string, native: unknown) => Promise<T>) | undefined,
   ): Promise<{ did: string; session: OAuthSession; returnTo: string; result: T | undefined }> {
     const saved = await this.stateStore.get(state);
     const appState = saved ? parseAppState(saved.appState) : undefined;
@@ -238,7 +247,7 @@ export class AtProtoAuthService {
       } catch (error) {
         throw this.callbackError(error);
       }
-      const result = whileLocked ? await whileLocked(session.did) : undefined;
+      const result = whileLocked ? await whileLocked(session.did, appState.n) : undefined;
       return { did: session.did, session, returnTo: appState.r, result };
     });
   }
@@ -435,7 +444,7 @@ function parseAppState(raw: string | undefined): LoginAppState | undefined {
   try {
     const value = JSON.parse(raw) as Partial<LoginAppState>;
     return typeof value.b === 'string' && typeof value.r === 'string'
-      ? { b: value.b, r: value.r }
+      ? { b: value.b, r: value.r, ...(value.n !== undefined ? { n: value.n } : {}) }
       : undefined;
   } catch {
     return undefined;

@@ -32,12 +32,24 @@ import {
   setCookie,
   wantsHtml,
 } from '../session/http.util.js';
+import { AtProtoApiKeyService } from '../api-keys/api-key.service.js';
+import {
+  fromNativeLoginAppState,
+  parseNativeLoginRequest,
+  toNativeLoginAppState,
+} from '../native/native-login-request.js';
+import { AtProtoTokenError } from '../native/native-token.error.js';
+import {
+  AtProtoNativeService,
+  NATIVE_CONFIRMATION_PAGE_HEADERS,
+  NATIVE_TOKEN_RESPONSE_HEADERS,
+} from '../native/native.service.js';
 import { AtProtoAuthService } from './at-proto-auth.service.js';
 
 /** The parts of an Express response the routes use. @internal */
 interface ResponseLike extends HttpResponseLike {
   redirect(status: number, url: string): void;
-  status(code: number): { end(): void };
+  status(code: number): { end(body?: string): void; json(body: unknown): void };
 }
 
 /**
@@ -54,6 +66,8 @@ export class OAuthControllerBase {
     protected readonly auth: AtProtoAuthService,
     protected readonly appSessions: AppSessionService,
     protected readonly events: AtProtoEvents,
+    protected readonly native: AtProtoNativeService,
+    protected readonly apiKeys: AtProtoApiKeyService,
   ) {}
 
   /** The client metadata document; its URL is the client_id. */
@@ -78,8 +92,7 @@ export class OAuthControllerBase {
   @Public()
   @Get('login')
   async loginGet(
-    @Query('input') input: unknown,
-    @Query('returnTo') returnTo: unknown,
+    @Query() query: Record<string, unknown>,
     @Req() req: HttpRequestLike,
     @Res() res: ResponseLike,
   ): Promise<void> {
@@ -91,10 +104,10 @@ export class OAuthControllerBase {
         'Logins must start from this app. Open the login page here and try again.',
       );
     }
-    await this.login(input, returnTo, req, res, 302);
+    await this.login(query, req, res, 302);
   }
 
-  /** Starts a login from a form post (`input`, `returnTo` fields). */
+  /** Starts a login from a form post (`input`, `returnTo` fields, or a native app's). */
   @Public()
   @Post('login')
   async loginPost(
@@ -106,7 +119,7 @@ export class OAuthControllerBase {
     if (isCrossSiteRequest(req, this.options.origin, this.options.trustedOrigins)) {
       throw new ForbiddenException(AT_PROTO_MESSAGES.crossSite);
     }
-    await this.login(body?.input, body?.returnTo, req, res, 303);
+    await this.login(body ?? {}, req, res, 303);
   }
 
   /** The authorization server sends the browser back here. */
@@ -131,22 +144,86 @@ export class OAuthControllerBase {
           used = logins.has(name) ? name : undefined;
           return used ? logins.get(name)!.nonce : undefined;
         },
-        // Under the user's session lock: see AtProtoAuthService.completeLogin.
-        (signedIn) =>
-          this.appSessions.create(signedIn, typeof userAgent === 'string' ? userAgent : undefined),
+        // Under the user's session lock (see AtProtoAuthService.completeLogin): the first
+        // app session of a browser, or the one-time code of a native app (which becomes its
+        // app session when the app redeems it).
+        async (signedIn, nativeState): Promise<LoginOutcome> => {
+          const request = fromNativeLoginAppState(nativeState, this.options.native);
+          if (request) {
+            const url = await this.native.issueCode(signedIn, request);
+            return { kind: 'native', url, confirm: request.needsConfirmation };
+          }
+          const created = await this.appSessions.create(
+            signedIn,
+            typeof userAgent === 'string' ? userAgent : undefined,
+          );
+          return { kind: 'browser', ...created };
+        },
       ),
     );
-    const { token, session } = result!;
+    if (used) clearCookie(res, this.options, used);
+    const outcome = result!;
+    if (outcome.kind === 'native') {
+      if (!outcome.confirm) return res.redirect(302, outcome.url.href);
+      for (const [name, value] of Object.entries(NATIVE_CONFIRMATION_PAGE_HEADERS)) {
+        res.setHeader(name, value);
+      }
+      return res
+        .status(200)
+        .end(
+          this.native.confirmationPage(outcome.url, this.options.clientMetadata.client_name ?? ''),
+        );
+    }
     setCookie(
       res,
       this.options,
       this.options.cookie.sessionName,
-      token,
+      outcome.token,
       this.options.appSession.absoluteTtlMs,
     );
-    if (used) clearCookie(res, this.options, used);
-    this.events.emit({ type: 'login', did, appSessionId: session.id });
+    this.events.emit({ type: 'login', did, appSessionId: outcome.session.id });
     res.redirect(302, returnTo);
+  }
+
+  /**
+   * A native or CLI app's token endpoint (RFC 6749): `grant_type=authorization_code` (the
+   * one-time code of its login, with the PKCE verifier) or `grant_type=refresh_token`, as a
+   * form or JSON. Answers an access/refresh token pair, or an RFC 6749 §5.2 error (400).
+   */
+  @Public()
+  @Post('token')
+  async token(
+    @Body() body: unknown,
+    @Req() req: HttpRequestLike,
+    @Res() res: ResponseLike,
+  ): Promise<void> {
+    await this.nativeEndpoint(res, async () => {
+      const ua = req.headers['user-agent'];
+      return this.native.token(body, typeof ua === 'string' ? ua : undefined);
+    });
+  }
+
+  /** A native app's token revocation (RFC 7009): `token`, optional `token_type_hint`. */
+  @Public()
+  @Post('revoke')
+  async revoke(@Body() body: unknown, @Res() res: ResponseLike): Promise<void> {
+    await this.nativeEndpoint(res, async () => {
+      await this.native.revokeToken(body);
+      return {};
+    });
+  }
+
+  private async nativeEndpoint(res: ResponseLike, fn: () => Promise<unknown>): Promise<void> {
+    if (!this.native.enabled) throw new NotFoundException();
+    for (const [name, value] of Object.entries(NATIVE_TOKEN_RESPONSE_HEADERS)) {
+      res.setHeader(name, value);
+    }
+    try {
+      res.status(200).json(await fn());
+    } catch (error) {
+      if (error instanceof AtProtoTokenError) return res.status(error.status).json(error.toJSON());
+      throw toHttpException(error, 'login') ?? error;
+    }
   }
 
   /**
@@ -161,14 +238,26 @@ export class OAuthControllerBase {
     @Req() req: HttpRequestLike,
     @Res() res: ResponseLike,
   ): Promise<void> {
-    if (isCrossSiteRequest(req, this.options.origin, this.options.trustedOrigins)) {
+    // The cross-site check protects cookies; a bearer token is not sent by a browser on its own.
+    if (
+      !bearerToken(req) &&
+      isCrossSiteRequest(req, this.options.origin, this.options.trustedOrigins)
+    ) {
       throw new ForbiddenException('Cross-site request refused.');
     }
     const everywhere = isTrue(everywhereQuery) || isTrue(body?.everywhere);
-    const session = await this.call(() =>
-      this.appSessions.validate(readCookie(req, this.options.cookie.sessionName)),
-    );
-    clearCookie(res, this.options, this.options.cookie.sessionName);
+    // A native app logs out with its access token (the header decides, as in the guard);
+    // a browser with its cookie.
+    const bearer = bearerToken(req);
+    const session = bearer
+      ? await this.call(async () => {
+          const token = await this.native.verifyAccessToken(bearer);
+          return token ? this.appSessions.validateId(token.appSessionId) : undefined;
+        })
+      : await this.call(() =>
+          this.appSessions.validate(readCookie(req, this.options.cookie.sessionName)),
+        );
+    if (!bearer) clearCookie(res, this.options, this.options.cookie.sessionName);
     if (session) {
       const startedAt = new Date();
       if (everywhere) await this.call(() => this.appSessions.revokeAll(session.did));
@@ -179,7 +268,12 @@ export class OAuthControllerBase {
       await this.auth
         .revoke(session.did, {
           since: startedAt,
-          inUse: async () => !everywhere && (await this.appSessions.hasActive(session.did)),
+          inUse: async () =>
+            // Another device, an API key or a native login about to redeem its code still
+            // uses it ("everywhere" ends the devices; keys then get "sign in again").
+            (!everywhere && (await this.appSessions.hasActive(session.did))) ||
+            (await this.apiKeys.hasActive(session.did)) ||
+            (await this.native.hasPendingLogin(session.did)),
         })
         .catch((error: unknown) => {
           // Logged out here all the same; cleanup revokes the OAuth session on a later run.
@@ -194,13 +288,21 @@ export class OAuthControllerBase {
   }
 
   private async login(
-    input: unknown,
-    returnTo: unknown,
+    fields: Record<string, unknown>,
     req: HttpRequestLike,
     res: ResponseLike,
     status: number,
   ): Promise<void> {
-    const { url, bindingNonce } = await this.call(() => this.auth.beginLogin(input, { returnTo }));
+    const native = this.call(async () => parseNativeLoginRequest(fields, this.options.native));
+    const request = await native;
+    const input = fields.input;
+    const returnTo = fields.returnTo;
+    const { url, bindingNonce } = await this.call(() =>
+      this.auth.beginLogin(input, {
+        returnTo,
+        ...(request ? { native: toNativeLoginAppState(request) } : {}),
+      }),
+    );
     // At most MAX_LOGIN_COOKIES logins under way per browser: starting one more drops the
     // oldest (its tab's callback is then refused and starts again).
     const logins = [...this.loginCookies(req)].sort((a, b) => a[1].startedAt - b[1].startedAt);
@@ -249,6 +351,18 @@ function loginCookieName(base: string, nonceHash: string): string {
 
 function sha256(value: string): string {
   return createHash('sha256').update(value, 'utf8').digest('base64url');
+}
+
+/** What the callback did under the user's lock: a browser's app session, or a native code. */
+type LoginOutcome =
+  | ({ kind: 'browser' } & Awaited<ReturnType<AppSessionService['create']>>)
+  | { kind: 'native'; url: URL; confirm: boolean };
+
+/** The value of `Authorization: Bearer <value>`, if the request carries one. */
+function bearerToken(req: HttpRequestLike): string | undefined {
+  const value = req.headers.authorization;
+  const match = typeof value === 'string' ? /^Bearer +(\S+) *$/i.exec(value) : null;
+  return match?.[1];
 }
 
 function isTrue(value: unknown): boolean {

@@ -6,6 +6,7 @@ import {
   type LogLevel,
   Module,
   Param,
+  Req,
   UnauthorizedException,
   type DynamicModule,
 } from '@nestjs/common';
@@ -17,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import type { DataSource, DataSourceOptions } from 'typeorm';
 import {
   AtProtoAuthService,
+  AtProtoCredentials,
   AtProtoDid,
   AtProtoModule,
   AtProtoSession,
@@ -49,6 +51,17 @@ class MeController {
   async asOther(@Param('did') did: string) {
     const session = await this.auth.restore(did);
     return { did: session.did };
+  }
+
+  /** Acts on the user's PDS; accepts every credential (API keys included). */
+  @AtProtoCredentials({ allow: ['cookie', 'bearer', 'api-key'] })
+  @Get('pds')
+  async pds(
+    @AtProtoSession() session: OAuthSession,
+    @Req() req: { atproto?: { credential: string } },
+  ) {
+    const res = await session.fetchHandler('/xrpc/com.atproto.server.getSession');
+    return { status: res.status, did: session.did, credential: req.atproto?.credential };
   }
 
   /** The app's own 401, nothing to do with the AT Protocol session. */
