@@ -70,6 +70,8 @@ const DOC_APPS: DocApp[] = [
       'docs/deployment.md',
       'docs/encryption.md',
       'docs/storage.md',
+      'docs/native-apps.md',
+      'docs/api-keys.md',
     ],
     // migration:show lists the shipped migration as applied ([X]) by migration:run.
     runOutput: /\[X\].*AtProtoInit1763800000000/,
