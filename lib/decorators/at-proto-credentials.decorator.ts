@@ -17,7 +17,9 @@ export interface AtProtoCredentialsOptions {
  * Which credentials a route (or every route of a controller) accepts, instead of the
  * module's `credentials.allow` (cookies and bearer access tokens by default): API keys reach
  * only routes that list `'api-key'`, and, with `scopes`, only keys that have them. A request
- * with a credential the route does not accept gets a 403 saying so.
+ * with a credential the route does not accept gets a 403 saying so. On a method it replaces
+ * its controller's decorator entirely (`allow` and `scopes`), like other Nest route metadata:
+ * repeat the scopes a method still requires.
  * @example \@AtProtoCredentials({ allow: ['cookie', 'bearer', 'api-key'] }) \@Get('feed') feed() {}
  * @publicApi
  */

@@ -51,6 +51,16 @@ export type AtProtoEvent =
     }
   | {
       /**
+       * A native app presented a refresh token that was already rotated (outside the short
+       * grace for a retry): possibly a stolen token. Its app session (the device) and all its
+       * tokens were ended.
+       */
+      type: 'native-refresh-reuse';
+      did: string;
+      appSessionId: string;
+    }
+  | {
+      /**
        * A write (`set`) or delete (`del`) of the OAuth session by a holder of the session
        * lock was refused because the session changed since that holder read it: the holder
        * had lost the lock (a stalled process, a Redis failover). The newer session is kept.

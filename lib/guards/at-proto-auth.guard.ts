@@ -136,8 +136,11 @@ export class AtProtoAuthGuard implements CanActivate {
     isPublic: boolean,
   ): Promise<Authenticated | undefined> {
     const authorization = req.headers.authorization;
-    if (authorization !== undefined) {
-      const bearer = typeof authorization === 'string' ? BEARER.exec(authorization) : null;
+    // Only the Bearer scheme is the module's: another one (a staging proxy's Basic auth,
+    // which browsers resend on their own) leaves the cookie in charge, cross-site check
+    // included.
+    if (typeof authorization === 'string' && /^Bearer(?: |$)/i.test(authorization)) {
+      const bearer = BEARER.exec(authorization);
       const value = bearer?.[1];
       const kind: AtProtoCredentialKind | undefined =
         value === undefined

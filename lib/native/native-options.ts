@@ -54,8 +54,10 @@ const MIN_SECRET_BYTES = 32;
 const MAX_SECRET_BYTES = 1024;
 /**
  * Fewest distinct byte values a secret may have. 32 random bytes have 30.1 on average and
- * fewer than 16 with probability about 2^-55, so only a constant, a repeated pattern or a
- * password typed by hand fails (the same rule as the encryption key ring's).
+ * fewer than 16 with probability about 2^-55, so a constant or a repeated pattern fails
+ * (the same rule as the encryption key ring's). It cannot tell a long passphrase written in
+ * base64's alphabet from random bytes: the docs say to generate secrets
+ * (`openssl rand -base64 32`), never to type them.
  */
 const MIN_DISTINCT_BYTES = 16;
 const KID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -150,7 +152,8 @@ function redirectUriProblem(entry: unknown): string | undefined {
   const scheme = url.protocol.slice(0, -1);
   if (url.username !== '' || url.password !== '') return `${shown} must not carry credentials.`;
   if (scheme === 'http' || scheme === 'https') {
-    const host = url.hostname.toLowerCase();
+    // A trailing dot names the same host ("localhost." is localhost).
+    const host = url.hostname.toLowerCase().replace(/\.$/, '');
     if (host === 'localhost' || host.endsWith('.localhost')) {
       return (
         `${shown} uses localhost: use http://127.0.0.1/… or http://[::1]/… (any port is ` +

@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import { AtProtoBadRequestError } from '../errors/at-proto-http.errors.js';
 import { describeError } from '../errors/describe-error.js';
+import { AtProtoEvents } from '../events/at-proto-events.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AppSessionService } from '../session/app-session.service.js';
 import type { NativeLoginRequest } from './native-login-request.js';
@@ -86,6 +87,7 @@ export class AtProtoNativeService {
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
     private readonly appSessions: AppSessionService,
     @Inject(AT_PROTO_NATIVE_STORE) private readonly store: NativeTokenStore,
+    @Optional() private readonly events?: AtProtoEvents,
   ) {
     this.#native = options.native;
     this.#tokens = options.native ? new NativeTokens(options.native, options.publicUrl) : undefined;
@@ -256,6 +258,7 @@ export class AtProtoNativeService {
       });
       throw error;
     }
+    this.events?.emit({ type: 'login', did: consumed.did, appSessionId: session.id });
     return this.#respond(tokens, consumed.did, session.id, jti, now, session.expiresAt);
   }
 
@@ -326,6 +329,7 @@ export class AtProtoNativeService {
     );
     await this.appSessions.revoke(family.id);
     await this.store.revokeFamily(family.id, now);
+    this.events?.emit({ type: 'native-refresh-reuse', did: family.did, appSessionId: family.id });
   }
 
   async #respond(
@@ -377,9 +381,17 @@ export class AtProtoNativeService {
         ? ((await asAccess()) ?? (await asRefresh()))
         : ((await asRefresh()) ?? (await asAccess()));
     if (!claims) return;
-    await this.appSessions.revoke(claims.sid, { did: claims.did });
+    const ended = await this.appSessions.revoke(claims.sid, { did: claims.did });
     await this.store.revokeFamily(claims.sid, new Date());
     this.#forgetSession(claims.sid);
+    if (ended) {
+      this.events?.emit({
+        type: 'logout',
+        did: claims.did,
+        appSessionId: claims.sid,
+        everywhere: false,
+      });
+    }
   }
 
   /**

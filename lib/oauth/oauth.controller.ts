@@ -12,6 +12,7 @@ import {
   Req,
   Res,
   type Type,
+  UnauthorizedException,
 } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
@@ -238,26 +239,35 @@ export class OAuthControllerBase {
     @Req() req: HttpRequestLike,
     @Res() res: ResponseLike,
   ): Promise<void> {
-    // The cross-site check protects cookies; a bearer token is not sent by a browser on its own.
+    // A native app logs out with its access token (the header decides, as in the guard);
+    // a browser with its cookie. The cross-site check protects cookies; a bearer token is not
+    // sent by a browser on its own.
+    const bearer = bearerToken(req);
     if (
-      !bearerToken(req) &&
+      bearer === undefined &&
       isCrossSiteRequest(req, this.options.origin, this.options.trustedOrigins)
     ) {
       throw new ForbiddenException('Cross-site request refused.');
     }
     const everywhere = isTrue(everywhereQuery) || isTrue(body?.everywhere);
-    // A native app logs out with its access token (the header decides, as in the guard);
-    // a browser with its cookie.
-    const bearer = bearerToken(req);
-    const session = bearer
-      ? await this.call(async () => {
-          const token = await this.native.verifyAccessToken(bearer);
-          return token ? this.appSessions.validateId(token.appSessionId) : undefined;
-        })
-      : await this.call(() =>
-          this.appSessions.validate(readCookie(req, this.options.cookie.sessionName)),
-        );
-    if (!bearer) clearCookie(res, this.options, this.options.cookie.sessionName);
+    const session =
+      bearer !== undefined
+        ? await this.call(async () => {
+            const token = bearer ? await this.native.verifyAccessToken(bearer) : undefined;
+            return token ? this.appSessions.validateId(token.appSessionId) : undefined;
+          })
+        : await this.call(() =>
+            this.appSessions.validate(readCookie(req, this.options.cookie.sessionName)),
+          );
+    if (bearer !== undefined && !session) {
+      // An app that thinks it is signing out must learn that nothing was ended (an expired
+      // access token: sign out with the refresh token at POST revoke).
+      res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
+      throw new UnauthorizedException(
+        'The access token is invalid, expired or revoked: nothing was signed out. Revoke the refresh token at POST revoke to end the session.',
+      );
+    }
+    if (bearer === undefined) clearCookie(res, this.options, this.options.cookie.sessionName);
     if (session) {
       const startedAt = new Date();
       if (everywhere) await this.call(() => this.appSessions.revokeAll(session.did));
@@ -361,8 +371,10 @@ type LoginOutcome =
 /** The value of `Authorization: Bearer <value>`, if the request carries one. */
 function bearerToken(req: HttpRequestLike): string | undefined {
   const value = req.headers.authorization;
-  const match = typeof value === 'string' ? /^Bearer +(\S+) *$/i.exec(value) : null;
-  return match?.[1];
+  if (typeof value !== 'string' || !/^Bearer(?: |$)/i.test(value)) return undefined;
+  // A Bearer header without a usable value is still a bearer request (refused), never a
+  // fall back to the cookie.
+  return /^Bearer +(\S+) *$/i.exec(value)?.[1] ?? '';
 }
 
 function isTrue(value: unknown): boolean {

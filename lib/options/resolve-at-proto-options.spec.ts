@@ -246,6 +246,18 @@ describe('resolveAtProtoOptions', () => {
         /trustedOrigins\[0\]/,
       );
     }
+    // Loopback and localhost origins are for development only: not next to an https backend.
+    for (const local of [
+      'http://127.0.0.1:5173',
+      'https://127.0.0.1:8443',
+      'https://localhost:5173',
+    ]) {
+      expect(
+        (
+          await problemsOf({ ...base, cookie: { sameSite: 'none' }, trustedOrigins: [local] })
+        ).join(),
+      ).toMatch(/trustedOrigins\[0\]/);
+    }
     const dev = await resolveAtProtoOptions({
       publicUrl: 'http://127.0.0.1:3000',
       encryption,

@@ -468,8 +468,22 @@ function resolveTrustedOrigins(
       );
       continue;
     }
-    const loopback = url.hostname === '127.0.0.1' || url.hostname === '[::1]';
-    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
+    const host = url.hostname.toLowerCase().replace(/\.$/, '');
+    const local =
+      host === '127.0.0.1' ||
+      host === '[::1]' ||
+      host === 'localhost' ||
+      host.endsWith('.localhost');
+    // A loopback origin is any local program or page on the user's machine: trusted only
+    // while the backend itself runs on loopback (development).
+    const devBackend = publicUrl?.hostname === '127.0.0.1' || publicUrl?.hostname === '[::1]';
+    if (local && (!devBackend || host.includes('localhost'))) {
+      problems.push(
+        `${where} is a loopback or localhost origin: only http://127.0.0.1:<port> (or [::1]), and only while publicUrl is one too (development)`,
+      );
+      continue;
+    }
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && local)) {
       problems.push(`${where} must be https (or http://127.0.0.1:<port> in development)`);
       continue;
     }

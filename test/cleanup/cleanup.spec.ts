@@ -138,6 +138,8 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       appSessions: EXPIRED,
       oauthSessionsRevoked: 0,
       apiKeys: 0,
+      nativeCodes: 0,
+      nativeRefreshFamilies: 0,
     });
     expect(await counts(ds)).toEqual([LIVE, LIVE, LIVE]);
     const [live] = (await ds.query(
@@ -151,6 +153,8 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       appSessions: 0,
       oauthSessionsRevoked: 0,
       apiKeys: 0,
+      nativeCodes: 0,
+      nativeRefreshFamilies: 0,
     });
   }, 300_000);
 });

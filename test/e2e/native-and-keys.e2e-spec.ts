@@ -9,6 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import {
   AppSessionService,
+  type AtProtoEvent,
+  AtProtoEvents,
   AtProtoApiKeyService,
   AtProtoCleanupService,
   AT_PROTO_SESSION_STORE,
@@ -103,6 +105,8 @@ async function nativeLogin(
 
 describe('a CLI with a token pair', () => {
   it('signs in, acts on the PDS, rotates, and loses its device on replay', async () => {
+    const events: AtProtoEvent[] = [];
+    const subscription = t.app.get(AtProtoEvents).events$.subscribe((e) => events.push(e));
     const { code, redirectUri, verifier } = await nativeLogin(olga);
     const pair = await call('POST', '/oauth/token', {
       form: {
@@ -156,6 +160,14 @@ describe('a CLI with a token pair', () => {
     expect(refused.status).toBe(401);
     expect(refused.headers['www-authenticate']).toMatch(/invalid_token/);
     expect(await t.app.get(AppSessionService).list(olga.did)).toHaveLength(0);
+    subscription.unsubscribe();
+    const sid = devices[0]!.id;
+    expect(events).toContainEqual({ type: 'login', did: olga.did, appSessionId: sid });
+    expect(events).toContainEqual({
+      type: 'native-refresh-reuse',
+      did: olga.did,
+      appSessionId: sid,
+    });
   });
 
   it('logs out with its access token; garbage and API-key-only routes are refused', async () => {
@@ -173,6 +185,20 @@ describe('a CLI with a token pair', () => {
     expect((await call('GET', '/me', { bearer: `${access}x` })).status).toBe(401);
     expect((await call('POST', '/oauth/logout', { bearer: access })).status).toBe(204);
     expect((await call('GET', '/me', { bearer: access })).status).toBe(401);
+    // A logout with a token that does not open a session says so, instead of a silent 204.
+    const stale = await call('POST', '/oauth/logout', { bearer: access });
+    expect(stale.status).toBe(401);
+    expect(stale.headers['www-authenticate']).toMatch(/invalid_token/);
+  });
+
+  it("another Authorization scheme (a proxy's Basic auth) leaves the cookie in charge", async () => {
+    const browser = new AppBrowser(t.url);
+    expect((await browser.login(olga)).status).toBe(302);
+    const res = await request(`${t.url}/me`, {
+      headers: { cookie: browser.jar.header(), authorization: 'Basic c3RhZ2luZzpzZWNyZXQ=' },
+    });
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
   });
 });
 

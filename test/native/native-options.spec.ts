@@ -73,6 +73,8 @@ describe('resolveNativeOptions', () => {
     ['http://localhost:8080/callback', /uses localhost/],
     ['https://localhost/callback', /uses localhost/],
     ['http://app.localhost/callback', /uses localhost/],
+    ['https://localhost./callback', /uses localhost/],
+    ['https://app.localhost./callback', /uses localhost/],
     ['https://*.example.com/callback', /wildcard/],
     ['com.example.app:/*', /wildcard/],
     ['com.example.app:/callback#x', /must not have a fragment/],
