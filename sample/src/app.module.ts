@@ -58,6 +58,12 @@ export class AppModule {
             clientName: 'nestjs-atproto-auth sample',
             ...(c.privateJwk ? { keys: [c.privateJwk] } : {}),
             encryption: { activeKeyId: 'sample-1', keys: { 'sample-1': c.encryptionKey } },
+            // Command-line apps (sample/cli.mjs) sign in through the browser and get a token
+            // pair; they listen on 127.0.0.1, any port.
+            native: {
+              redirectUris: ['http://127.0.0.1/cli'],
+              tokenSecrets: { activeKid: 'sample-1', keys: { 'sample-1': c.nativeTokenSecret } },
+            },
             afterLoginPath: '/me',
             afterLogoutPath: '/',
             // Only for a local PDS: resolve handles and DIDs there, allow plain http, and

@@ -30,6 +30,8 @@ export interface SampleConfig {
   https: { keyFile: string; certFile: string } | undefined;
   /** base64 of 32 bytes: encrypts tokens and DPoP keys at rest. */
   encryptionKey: string;
+  /** Signs the access and refresh tokens of native and CLI apps (`sample/cli.mjs`). */
+  nativeTokenSecret: string;
   /** Private ES256 JWK (JSON), needed with an https `publicUrl`. */
   privateJwk: string | undefined;
   handleResolver: string | undefined;
@@ -101,6 +103,11 @@ export async function resolveSampleConfig(env: SampleEnv): Promise<ResolvedSampl
     encryptionKey = loaded.key;
     if (loaded.created) generatedKeyFile = keyFile;
   }
+  // The token secret of native and CLI apps: like the encryption key, generated once and
+  // kept next to it unless given (never the encryption key itself).
+  const nativeTokenSecret =
+    env.ATPROTO_NATIVE_TOKEN_SECRET?.trim() ||
+    (await loadOrCreateKey(join(dataDirectory(env), 'sample-native-token-secret'))).key;
 
   return {
     config: {
@@ -120,6 +127,7 @@ export async function resolveSampleConfig(env: SampleEnv): Promise<ResolvedSampl
           ? { keyFile: resolve(env.HTTPS_KEY_FILE), certFile: resolve(env.HTTPS_CERT_FILE) }
           : undefined,
       encryptionKey,
+      nativeTokenSecret,
       privateJwk: env.ATPROTO_PRIVATE_JWK || undefined,
       handleResolver: env.ATPROTO_HANDLE_RESOLVER || undefined,
       plcDirectoryUrl: env.ATPROTO_PLC_URL || undefined,
