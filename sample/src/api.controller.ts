@@ -14,6 +14,7 @@ import {
 } from '@atproto/oauth-client-node';
 import {
   AtProtoAuthService,
+  AtProtoCredentials,
   AtProtoDid,
   AtProtoSession,
   AtProtoSessionUnavailableError,
@@ -40,6 +41,8 @@ export class ApiController {
    * OAuth session, refreshed first if its access token is (about to be) expired.
    */
   @Get('session')
+  // Browsers, command-line apps (sample/cli.mjs) and bots with an API key alike.
+  @AtProtoCredentials({ allow: ['cookie', 'bearer', 'api-key'] })
   async session(@AtProtoSession() session: OAuthSession): Promise<ApiSessionInfo> {
     return whoAmI(session);
   }

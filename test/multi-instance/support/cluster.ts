@@ -349,7 +349,7 @@ export class Cluster {
     readonly dataSource: DataSource,
     readonly databaseUrl: string,
     private readonly dropDatabase: () => Promise<void>,
-    readonly secrets: { encryptionKey: string; privateJwk: string },
+    readonly secrets: { encryptionKey: string; privateJwk: string; nativeTokenSecret: string },
     ports: number[],
   ) {
     this.http = new Agent({ connect: { ca: certs.ca }, connections: 256 });
@@ -402,7 +402,11 @@ export class Cluster {
       dataSource,
       `postgres://postgres@127.0.0.1:5432/${db.name}`,
       db.drop,
-      { encryptionKey, privateJwk: JSON.stringify(jwk.privateJwk) },
+      {
+        encryptionKey,
+        privateJwk: JSON.stringify(jwk.privateJwk),
+        nativeTokenSecret: randomBytes(32).toString('base64'),
+      },
       ports,
     );
   }
@@ -416,6 +420,7 @@ export class Cluster {
       DATABASE_URL: this.databaseUrl,
       ATPROTO_ENC_KEY: this.secrets.encryptionKey,
       ATPROTO_PRIVATE_JWK: this.secrets.privateJwk,
+      ATPROTO_NATIVE_TOKEN_SECRET: this.secrets.nativeTokenSecret,
       ATPROTO_HANDLE_RESOLVER: this.pds.url,
       ATPROTO_PLC_URL: this.pds.plcUrl,
       ATPROTO_ALLOW_HTTP: '1',
