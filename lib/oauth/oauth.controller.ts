@@ -303,13 +303,13 @@ export class OAuthControllerBase {
     res: ResponseLike,
     status: number,
   ): Promise<void> {
-    const native = this.call(async () => parseNativeLoginRequest(fields, this.options.native));
-    const request = await native;
-    const input = fields.input;
-    const returnTo = fields.returnTo;
+    // A native or CLI app's login (redirect_uri and PKCE), or undefined for a browser's.
+    const request = await this.call(async () =>
+      parseNativeLoginRequest(fields, this.options.native),
+    );
     const { url, bindingNonce } = await this.call(() =>
-      this.auth.beginLogin(input, {
-        returnTo,
+      this.auth.beginLogin(fields.input, {
+        returnTo: fields.returnTo,
         ...(request ? { native: toNativeLoginAppState(request) } : {}),
       }),
     );
