@@ -7,20 +7,18 @@
  * server's reply and cuts the connection.
  */
 import { randomBytes } from 'node:crypto';
-import { DataSource, type DataSourceOptions } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import {
   AtProtoStoreError,
-  atProtoEntities,
-  atProtoMigrations,
   isTransientDatabaseError,
   type TransientRetryOptions,
 } from 'nestjs-atproto-auth';
 import { AtProtoApiKeyService } from '../../lib/api-keys/api-key.service.js';
 import type { ResolvedAtProtoOptions } from '../../lib/options/resolved-options.js';
 import { TypeOrmApiKeyStore } from '../../lib/storage/typeorm/typeorm-api-key.store.js';
-import { createTestDatabase } from '../support/databases.js';
+import { lostReplyDatabase } from '../support/lost-reply-database.js';
 import { p, q, randomDid } from '../support/raw-sql.js';
-import { CuttingProxy } from '../storage/fault-proxy.js';
+import type { CuttingProxy } from '../storage/fault-proxy.js';
 
 const options = {
   appSession: { cacheTtlMs: 0 },
@@ -33,41 +31,19 @@ describe.each(['postgres', 'mariadb'] as const)(
     let proxy: CuttingProxy;
     let viaProxy: DataSource;
     let direct: DataSource;
-    let drop: () => Promise<void>;
-    const retried: unknown[] = [];
-    const retry: TransientRetryOptions = {
-      baseDelayMs: 20,
-      maxElapsedMs: 10_000,
-      onRetry: (error) => retried.push(error),
-    };
+    let retry: TransientRetryOptions;
+    let retried: unknown[];
+    let close: (() => Promise<void>) | undefined;
     const t = (name: string) => q(dialect, name);
 
     beforeAll(async () => {
-      const db = await createTestDatabase(dialect, 'api_key_retried');
-      drop = db.drop;
-      direct = new DataSource({
-        ...db.options,
-        entities: [...atProtoEntities],
-        migrations: atProtoMigrations(),
-        migrationsRun: true,
-      });
-      await direct.initialize();
-      proxy = await CuttingProxy.start({
-        host: '127.0.0.1',
-        port: dialect === 'postgres' ? 5432 : 3306,
-      });
-      viaProxy = new DataSource({
-        ...db.options,
-        port: proxy.port,
-        entities: [...atProtoEntities],
-      } as DataSourceOptions);
-      await viaProxy.initialize();
+      ({ direct, viaProxy, proxy, retry, retried, close } = await lostReplyDatabase(
+        dialect,
+        'api_key_retried',
+      ));
     });
     afterAll(async () => {
-      await viaProxy?.destroy().catch(() => undefined);
-      await proxy?.close();
-      await direct?.destroy();
-      await drop?.();
+      await close?.();
     });
     beforeEach(() => {
       retried.length = 0;

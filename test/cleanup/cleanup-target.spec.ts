@@ -4,17 +4,11 @@
  * statement may bind (cut into statements of at most 10,000 keys), and the keyset-paginated
  * list of OAuth sessions whose user has no active app session.
  */
-import { DataSource, type Logger } from 'typeorm';
-import {
-  atProtoEntities,
-  MemoryAppSessionStore,
-  MemorySessionStore,
-  MemoryStateStore,
-  atProtoMigrations,
-} from 'nestjs-atproto-auth';
+import type { DataSource, Logger } from 'typeorm';
+import { MemoryAppSessionStore, MemorySessionStore, MemoryStateStore } from 'nestjs-atproto-auth';
 import { MemoryCleanupTarget } from '../../lib/cleanup/memory-cleanup.target.js';
 import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
-import { createTestDatabase, type Dialect, DIALECTS } from '../support/databases.js';
+import { type Dialect, DIALECTS, migratedDataSource } from '../support/databases.js';
 import { installTestKeyRing } from '../support/key-ring.js';
 import { randomDid, sessionValue } from '../support/raw-sql.js';
 
@@ -89,26 +83,16 @@ function concat(dialect: Dialect, ...parts: string[]): string {
 
 describe.each(DIALECTS)('TypeORM cleanup target on %s', (dialect) => {
   let ds: DataSource;
-  let drop: () => Promise<void>;
+  let close: (() => Promise<void>) | undefined;
   const logger = new CapturingLogger(/NOT EXISTS/);
   const now = Date.now();
   const cutoffs = { now, idleBefore: now - IDLE, revokedBefore: now - DAY };
 
   beforeAll(async () => {
-    const db = await createTestDatabase(dialect, 'cleanup_target');
-    drop = db.drop;
-    ds = new DataSource({
-      ...db.options,
-      entities: [...atProtoEntities],
-      migrations: atProtoMigrations(),
-      migrationsRun: true,
-      logger,
-    });
-    await ds.initialize();
+    ({ dataSource: ds, close } = await migratedDataSource(dialect, 'cleanup_target', { logger }));
   }, 120_000);
   afterAll(async () => {
-    await ds?.destroy();
-    await drop?.();
+    await close?.();
   });
 
   /** Expired states, expired OAuth sessions and ended app sessions n = from..to. */

@@ -3,10 +3,9 @@
  * keys are deleted in statements of at most 10,000, batches stop at `batchSize`, and rows
  * that have not ended stay.
  */
-import { DataSource, type Logger } from 'typeorm';
-import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
+import type { DataSource, Logger } from 'typeorm';
 import { TypeOrmNativeStore } from '../../lib/storage/typeorm/typeorm-native.store.js';
-import { createTestDatabase, type Dialect, DIALECTS } from '../support/databases.js';
+import { type Dialect, DIALECTS, migratedDataSource } from '../support/databases.js';
 
 const MINUTE = 60_000;
 const MAX_KEYS = 10_000;
@@ -54,7 +53,7 @@ function insertSeries(
 
 describe.each(DIALECTS)('native cleanup batches on %s', (dialect) => {
   let ds: DataSource;
-  let drop: () => Promise<void>;
+  let close: (() => Promise<void>) | undefined;
   const logger = new CountingLogger();
   const now = Date.now();
   const cutoffs = { now, revokedBefore: now - 60 * MINUTE };
@@ -62,20 +61,10 @@ describe.each(DIALECTS)('native cleanup batches on %s', (dialect) => {
     dialect === 'mariadb' ? `CONCAT('${prefix}-', n)` : `'${prefix}-' || n`;
 
   beforeAll(async () => {
-    const db = await createTestDatabase(dialect, 'native_cleanup');
-    drop = db.drop;
-    ds = new DataSource({
-      ...db.options,
-      entities: [...atProtoEntities],
-      migrations: atProtoMigrations(),
-      migrationsRun: true,
-      logger,
-    });
-    await ds.initialize();
+    ({ dataSource: ds, close } = await migratedDataSource(dialect, 'native_cleanup', { logger }));
   }, 120_000);
   afterAll(async () => {
-    await ds?.destroy();
-    await drop?.();
+    await close?.();
   });
 
   async function count(table: string): Promise<number> {

@@ -6,20 +6,15 @@
  * call's, and a change someone else made first is not.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { DataSource, type DataSourceOptions } from 'typeorm';
-import {
-  atProtoEntities,
-  atProtoMigrations,
-  isTransientDatabaseError,
-  type TransientRetryOptions,
-} from 'nestjs-atproto-auth';
+import type { DataSource } from 'typeorm';
+import { isTransientDatabaseError, type TransientRetryOptions } from 'nestjs-atproto-auth';
 import type {
   NativeCodeRecord,
   NativeRefreshFamilyRecord,
 } from '../../lib/native/native-store.interface.js';
 import { TypeOrmNativeStore } from '../../lib/storage/typeorm/typeorm-native.store.js';
-import { createTestDatabase } from '../support/databases.js';
-import { CuttingProxy } from '../storage/fault-proxy.js';
+import { lostReplyDatabase } from '../support/lost-reply-database.js';
+import type { CuttingProxy } from '../storage/fault-proxy.js';
 import { randomDid } from './support/native-world.js';
 
 const MINUTE = 60_000;
@@ -62,44 +57,22 @@ describe.each(['postgres', 'mariadb'] as const)(
     let proxy: CuttingProxy;
     let viaProxy: DataSource;
     let direct: DataSource;
-    let drop: () => Promise<void>;
-    const retried: unknown[] = [];
-    const retry: TransientRetryOptions = {
-      baseDelayMs: 20,
-      maxElapsedMs: 10_000,
-      onRetry: (error) => retried.push(error),
-    };
+    let retry: TransientRetryOptions;
+    let retried: unknown[];
+    let close: (() => Promise<void>) | undefined;
     let store: TypeOrmNativeStore;
     let other: TypeOrmNativeStore;
 
     beforeAll(async () => {
-      const db = await createTestDatabase(dialect, 'native_retried');
-      drop = db.drop;
-      direct = new DataSource({
-        ...db.options,
-        entities: [...atProtoEntities],
-        migrations: atProtoMigrations(),
-        migrationsRun: true,
-      });
-      await direct.initialize();
-      proxy = await CuttingProxy.start({
-        host: '127.0.0.1',
-        port: dialect === 'postgres' ? 5432 : 3306,
-      });
-      viaProxy = new DataSource({
-        ...db.options,
-        port: proxy.port,
-        entities: [...atProtoEntities],
-      } as DataSourceOptions);
-      await viaProxy.initialize();
+      ({ direct, viaProxy, proxy, retry, retried, close } = await lostReplyDatabase(
+        dialect,
+        'native_retried',
+      ));
       store = new TypeOrmNativeStore(viaProxy, { retry });
       other = new TypeOrmNativeStore(direct);
     });
     afterAll(async () => {
-      await viaProxy?.destroy().catch(() => undefined);
-      await proxy?.close();
-      await direct?.destroy();
-      await drop?.();
+      await close?.();
     });
     beforeEach(() => {
       retried.length = 0;

@@ -7,13 +7,11 @@
  * the statement, swallows the server's reply and cuts the connection.
  */
 import { randomBytes } from 'node:crypto';
-import { DataSource, type DataSourceOptions } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import {
   KeyRing,
   installKeyRing,
   AtProtoStoreError,
-  atProtoEntities,
-  atProtoMigrations,
   type AppSessionRecord,
   isTransientDatabaseError,
   type TransientRetryOptions,
@@ -23,10 +21,10 @@ import {
   TypeOrmStateStore,
 } from 'nestjs-atproto-auth';
 import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
-import { createTestDatabase } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
+import { lostReplyDatabase } from '../support/lost-reply-database.js';
 import { p, q, randomDid, sessionValue, stateValue } from '../support/raw-sql.js';
-import { CuttingProxy } from './fault-proxy.js';
+import type { CuttingProxy } from './fault-proxy.js';
 
 const KEYS = { k1: randomKey(), k2: randomKey() };
 // Writes use k1; reencrypt() below moves values to k2, and reads know both.
@@ -52,41 +50,19 @@ describe.each(['postgres', 'mariadb'] as const)(
     let proxy: CuttingProxy;
     let viaProxy: DataSource;
     let direct: DataSource;
-    let drop: () => Promise<void>;
-    const retried: unknown[] = [];
-    const retry: TransientRetryOptions = {
-      baseDelayMs: 20,
-      maxElapsedMs: 10_000,
-      onRetry: (error) => retried.push(error),
-    };
+    let retry: TransientRetryOptions;
+    let retried: unknown[];
+    let close: (() => Promise<void>) | undefined;
     const t = (name: string) => q(dialect, name);
 
     beforeAll(async () => {
-      const db = await createTestDatabase(dialect, 'retried_writes');
-      drop = db.drop;
-      direct = new DataSource({
-        ...db.options,
-        entities: [...atProtoEntities],
-        migrations: atProtoMigrations(),
-        migrationsRun: true,
-      });
-      await direct.initialize();
-      proxy = await CuttingProxy.start({
-        host: '127.0.0.1',
-        port: dialect === 'postgres' ? 5432 : 3306,
-      });
-      viaProxy = new DataSource({
-        ...db.options,
-        port: proxy.port,
-        entities: [...atProtoEntities],
-      } as DataSourceOptions);
-      await viaProxy.initialize();
+      ({ direct, viaProxy, proxy, retry, retried, close } = await lostReplyDatabase(
+        dialect,
+        'retried_writes',
+      ));
     });
     afterAll(async () => {
-      await viaProxy?.destroy().catch(() => undefined);
-      await proxy?.close();
-      await direct?.destroy();
-      await drop?.();
+      await close?.();
     });
     beforeEach(() => {
       retried.length = 0;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DataSource, type DataSourceOptions } from 'typeorm';
+import { DataSource, type DataSourceOptions, type Logger } from 'typeorm';
 import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
 
 /** The three databases every storage test runs on. */
@@ -65,6 +65,44 @@ export async function createTestDatabase(
       } finally {
         await a.destroy();
       }
+    },
+  };
+}
+
+/**
+ * A fresh database of its own (see {@link createTestDatabase}) with this library's entities
+ * and every shipped migration run, behind an initialized DataSource. `options` are the bare
+ * connection options of that database, for more DataSources on it; `close` destroys the
+ * DataSource and drops the database.
+ *
+ * @internal
+ */
+export async function migratedDataSource(
+  dialect: Dialect,
+  label: string,
+  extra: { logger?: Logger } = {},
+): Promise<{ dataSource: DataSource; options: DataSourceOptions; close: () => Promise<void> }> {
+  const db = await createTestDatabase(dialect, label);
+  const dataSource = new DataSource({
+    ...db.options,
+    entities: [...atProtoEntities],
+    migrations: atProtoMigrations(),
+    migrationsRun: true,
+    ...extra,
+  });
+  try {
+    await dataSource.initialize();
+  } catch (error) {
+    // No DataSource to hand back, so nobody else could drop the database.
+    await db.drop();
+    throw error;
+  }
+  return {
+    dataSource,
+    options: db.options,
+    close: async () => {
+      await dataSource.destroy();
+      await db.drop();
     },
   };
 }
