@@ -20,7 +20,6 @@ const NAME_FORBIDDEN = /[\p{Cc}\p{Cs}\u061c\u200e\u200f\u2028-\u202e\u2066-\u206
 const SCOPE_SYNTAX = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$/;
 const SCOPES_MAX = 16;
 /** Most keys kept in the in-process cache; the oldest entries go first. */
-const CACHE_MAX_ENTRIES = 10_000;
 
 /**
  * An API key as its owner sees it: never the key itself.
@@ -210,7 +209,12 @@ export class AtProtoApiKeyService {
     const ttl = this.options.appSession.cacheTtlMs;
     if (ttl <= 0) return this.store.get(id);
     const cached = this.#cache.get(id);
-    if (cached && cached.until > now) return Promise.resolve(cached.record);
+    if (cached && cached.until > now) {
+      // Most recently used: to the end of the eviction order (least recently used go first).
+      this.#cache.delete(id);
+      this.#cache.set(id, cached);
+      return Promise.resolve(cached.record);
+    }
     let reading = this.#reading.get(id);
     if (!reading) {
       reading = this.#read(id, now, ttl).finally(() => this.#reading.delete(id));
@@ -225,7 +229,7 @@ export class AtProtoApiKeyService {
     if (this.#revokedHere(id, Date.now())) return undefined;
     if (record) {
       this.#cache.set(id, { record, until: now + ttl });
-      if (this.#cache.size > CACHE_MAX_ENTRIES) {
+      while (this.#cache.size > this.options.appSession.cacheMaxEntries) {
         this.#cache.delete(this.#cache.keys().next().value as string);
       }
     }

@@ -100,6 +100,11 @@ export interface AtProtoModuleOptions {
      * @default 2000
      */
     cacheTtl?: number;
+    /**
+     * Most app sessions (and, separately, API keys) kept in that cache; the least recently
+     * used go first. About 1 kB each. @default 100000
+     */
+    cacheMaxEntries?: number;
   };
 
   /**

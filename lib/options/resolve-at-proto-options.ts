@@ -107,6 +107,12 @@ const optionsSchema = z.object({
             'appSession.cacheTtl must be at most 60000 ms: it is how long a logout on another instance can go unnoticed here',
         })
         .optional(),
+      cacheMaxEntries: z
+        .number({ error: 'appSession.cacheMaxEntries must be a number of entries' })
+        .int()
+        .min(1, { error: 'appSession.cacheMaxEntries must be at least 1' })
+        .max(10_000_000, { error: 'appSession.cacheMaxEntries must be at most 10000000' })
+        .optional(),
     })
     .optional(),
   oauthSessionRetention: duration('oauthSessionRetention'),
@@ -415,6 +421,7 @@ export async function resolveAtProtoOptions(
       idleTtlMs: input.appSession?.idleTtl ?? DEFAULTS.appSessionIdleTtl,
       absoluteTtlMs: input.appSession?.absoluteTtl ?? DEFAULTS.appSessionAbsoluteTtl,
       cacheTtlMs: input.appSession?.cacheTtl ?? 2000,
+      cacheMaxEntries: input.appSession?.cacheMaxEntries ?? 100_000,
     },
     oauthSessionRetentionMs: input.oauthSessionRetention ?? DEFAULTS.oauthSessionRetention,
     stateTtlMs: input.stateTtl ?? DEFAULTS.stateTtl,

@@ -44,6 +44,7 @@ export interface ResolvedAtProtoOptions {
     readonly idleTtlMs: number;
     readonly absoluteTtlMs: number;
     readonly cacheTtlMs: number;
+    readonly cacheMaxEntries: number;
   };
   readonly oauthSessionRetentionMs: number;
   readonly stateTtlMs: number;

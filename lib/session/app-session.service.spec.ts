@@ -24,9 +24,9 @@ class CountingReads extends CountingStore {
   }
 }
 
-function service(store: CountingStore, cacheTtlMs = 0) {
+function service(store: CountingStore, cacheTtlMs = 0, cacheMaxEntries = 100_000) {
   const options = {
-    appSession: { idleTtlMs: 2 * DAY, absoluteTtlMs: 10 * DAY, cacheTtlMs },
+    appSession: { idleTtlMs: 2 * DAY, absoluteTtlMs: 10 * DAY, cacheTtlMs, cacheMaxEntries },
   } as unknown as ResolvedAtProtoOptions;
   return new AppSessionService(options, store);
 }
@@ -186,5 +186,34 @@ describe('AppSessionService', () => {
     jest.advanceTimersByTime(1);
     const fresh = await s.create(did);
     expect(await s.validate(fresh.token)).toBeDefined();
+  });
+
+  it('keeps the most recently used sessions when the cache is full (LRU, bounded)', async () => {
+    const store = new CountingReads();
+    const s = service(store, 60_000, 2);
+    const [a, b, c] = [await s.create(did), await s.create(did), await s.create(did)];
+    await s.validate(a.token);
+    await s.validate(b.token);
+    await s.validate(a.token); // a is now the most recently used
+    await s.validate(c.token); // full: b goes, not a (the oldest inserted)
+    const before = store.reads;
+    await s.validate(a.token);
+    expect(store.reads).toBe(before); // still cached
+    await s.validate(b.token);
+    expect(store.reads).toBe(before + 1); // evicted, read again
+  });
+
+  it('log out everywhere drops every cached session of the DID, and only them', async () => {
+    const store = new CountingReads();
+    const s = service(store, 60_000);
+    const other = 'did:plc:bbbbbbbbbbbbbbbbbbbbbbbb';
+    const mine = [await s.create(did), await s.create(did)];
+    const theirs = await s.create(other);
+    for (const x of [...mine, theirs]) await s.validate(x.token);
+    await s.revokeAll(did);
+    for (const x of mine) expect(await s.validate(x.token)).toBeUndefined();
+    const before = store.reads;
+    expect(await s.validate(theirs.token)).toBeDefined();
+    expect(store.reads).toBe(before); // the other DID's entry stayed cached
   });
 });

@@ -11,8 +11,6 @@ const TOUCH_INTERVAL_MS = 60_000;
 const TOKEN_SYNTAX = /^[A-Za-z0-9_-]{43}$/;
 /** A session id: the SHA-256 of a token, lowercase hex. */
 const SESSION_ID = /^[0-9a-f]{64}$/;
-/** Most app sessions kept in the in-process cache; the oldest entries go first. */
-const CACHE_MAX_ENTRIES = 10_000;
 
 /**
  * An active app session, as shown on an "active devices" page.
@@ -41,8 +39,12 @@ export class AppSessionService {
   // per request costs more than the rest of a typical route (docs/benchmarks.md). Entries
   // live `appSession.cacheTtl` (2 s by default); a revocation through this instance drops
   // them at once, one made on another instance takes effect here within the TTL. Only
-  // sessions found in the store are cached, so unknown tokens cannot fill it.
+  // sessions found in the store are cached, so unknown tokens cannot fill it. Bounded by
+  // `appSession.cacheMaxEntries`, least recently used first out (a Map keeps insertion order:
+  // a hit moves its entry to the end). `#byDid` indexes it, so that a logout everywhere drops
+  // a DID's entries without scanning the whole cache.
   readonly #cache = new Map<string, { record: AppSessionRecord; until: number }>();
+  readonly #byDid = new Map<string, Set<string>>();
   // Revocations made through this instance, kept for one cache TTL: a validation whose
   // store read was already in flight when the revocation happened must not cache (and
   // accept) the record it read just before.
@@ -132,14 +134,14 @@ export class AppSessionService {
       const record = await this.store.get(sessionId);
       if (!record || record.did !== owner.did) return false;
     }
-    this.#cache.delete(sessionId);
+    this.#uncache(sessionId);
     this.#remember(this.#revokedIds, sessionId);
     return this.store.revoke(sessionId, new Date());
   }
 
   /** Revokes every session of `did` (log out everywhere); resolves how many. */
   revokeAll(did: string): Promise<number> {
-    for (const [id, entry] of this.#cache) if (entry.record.did === did) this.#cache.delete(id);
+    for (const id of this.#byDid.get(did) ?? []) this.#uncache(id);
     this.#remember(this.#revokedDids, did);
     return this.store.revokeAllForDid(did, new Date());
   }
@@ -162,19 +164,35 @@ export class AppSessionService {
   async #lookup(id: string, now: number): Promise<AppSessionRecord | undefined> {
     const ttl = this.options.appSession.cacheTtlMs;
     const cached = this.#cache.get(id);
-    if (cached && cached.until > now) return cached.record;
+    if (cached && cached.until > now) {
+      // Most recently used: to the end of the eviction order.
+      this.#cache.delete(id);
+      this.#cache.set(id, cached);
+      return cached.record;
+    }
     const record = await this.store.get(id);
     if (record && ttl > 0 && this.#revokedHere(record, Date.now())) return undefined;
     if (ttl > 0) {
-      this.#cache.delete(id);
+      this.#uncache(id);
       if (record) {
         this.#cache.set(id, { record, until: now + ttl });
-        if (this.#cache.size > CACHE_MAX_ENTRIES) {
-          this.#cache.delete(this.#cache.keys().next().value as string);
-        }
+        let ids = this.#byDid.get(record.did);
+        if (!ids) this.#byDid.set(record.did, (ids = new Set()));
+        ids.add(id);
+        const max = this.options.appSession.cacheMaxEntries;
+        while (this.#cache.size > max) this.#uncache(this.#cache.keys().next().value as string);
       }
     }
     return record;
+  }
+
+  #uncache(id: string): void {
+    const entry = this.#cache.get(id);
+    if (!entry) return;
+    this.#cache.delete(id);
+    const ids = this.#byDid.get(entry.record.did);
+    ids?.delete(id);
+    if (ids?.size === 0) this.#byDid.delete(entry.record.did);
   }
 
   /** The active sessions of `did`, newest first. */

@@ -36,7 +36,7 @@ function service(
   o: { cacheTtlMs?: number; prefix?: string; lastUsedIntervalMs?: number } = {},
 ) {
   const options = {
-    appSession: { cacheTtlMs: o.cacheTtlMs ?? 0 },
+    appSession: { cacheTtlMs: o.cacheTtlMs ?? 0, cacheMaxEntries: 100_000 },
     apiKeys: {
       prefix: o.prefix ?? 'atp_',
       lastUsedIntervalMs: o.lastUsedIntervalMs ?? 5 * MINUTE,
