@@ -339,6 +339,8 @@ interface Sample {
   busy: number;
   /** Garbage-collection time per request, µs. */
   gcUs: number;
+  /** SQL statements per 1,000 requests. */
+  queriesPerK: number;
 }
 
 async function measure(server: RunningServer, duration: number): Promise<Sample> {
@@ -355,6 +357,7 @@ async function measure(server: RunningServer, duration: number): Promise<Sample>
     cpuUs: cpu / Math.max(1, requests),
     busy: active / Math.max(1e-9, active + idle),
     gcUs: ((after.gc.ms - before.gc.ms) * 1000) / Math.max(1, requests),
+    queriesPerK: ((after.queries - before.queries) * 1000) / Math.max(1, requests),
   };
 }
 
@@ -388,6 +391,7 @@ function report(results: Map<VariantId, Sample[]>, baseline: VariantId): string 
       'CPU µs/req',
       'µs vs unguarded',
       'GC µs/req',
+      'SQL /1k req',
       'server busy',
     ],
   ];
@@ -409,6 +413,9 @@ function report(results: Map<VariantId, Sample[]>, baseline: VariantId): string 
       fmt(cpu, 1),
       id === baseline || !base ? '' : `${cpu >= baseCpu ? '+' : ''}${fmt(cpu - baseCpu, 1)}`,
       fmt(median(samples.map((s) => s.gcUs)), 1),
+      VARIANTS.find((v) => v.id === id)!.storage
+        ? fmt(median(samples.map((s) => s.queriesPerK)), 1)
+        : '',
       `${fmt(median(samples.map((s) => s.busy)) * 100)} %`,
     ]);
   }
@@ -667,6 +674,7 @@ async function main(): Promise<void> {
         `${CONNECTIONS} connections, medians over rounds; spread = half the range of req/s ` +
         `over the median; ratio to the unguarded route in the same round (median, range)\n`,
     );
+    if (args.smoke) console.log('(one cold second per variant: these figures mean nothing)\n');
     console.log(report(results, 'unguarded'));
     if (args.json) writeFileSync(args.json, JSON.stringify([...results], null, 2));
     if (args.smoke) {

@@ -24,17 +24,16 @@ export interface CpuProfile {
  * matches (a cookie parsed inside the guard counts for both), so categories overlap; the
  * self-time table (by file) does not.
  */
-const CATEGORIES: ReadonlyArray<[string, (f: Frame) => boolean]> = [
+const CATEGORIES: ReadonlyArray<[string, (f: Frame) => boolean, ((stack: Frame[]) => boolean)?]> = [
   ['AtProtoAuthGuard (its synchronous parts, all below)', (f) => f.url.includes('/lib/guards/')],
   [
     'cookie parsing (readCookie, cookie.parse)',
     (f) => f.name === 'readCookie' || f.url.includes('/node_modules/cookie/'),
   ],
   [
-    'hashing (SHA-256 of the token: idOf, createHash, digest)',
-    (f) =>
-      f.name === 'idOf' ||
-      (f.url.includes('internal/crypto') && /hash|digest|update/i.test(f.name)),
+    'hashing in the module (SHA-256 of the token: idOf, createHash, digest)',
+    (f) => f.name === 'idOf',
+    (stack) => stack.some(isLib) && stack.some((f) => f.url.includes('internal/crypto')),
   ],
   [
     'app-session validation and cache (AppSessionService)',
@@ -59,8 +58,20 @@ const CATEGORIES: ReadonlyArray<[string, (f: Frame) => boolean]> = [
   ],
   ["Nest's guards consumer and context", (f) => /@nestjs\/core\/(guards|helpers)\//.test(f.url)],
   ["Nest's interceptors consumer", (f) => f.url.includes('@nestjs/core/interceptors/')],
+  [
+    'database reads (TypeORM, pg, better-sqlite3: cache misses)',
+    (f) => /\/node_modules\/(typeorm|pg|pg-pool|pg-protocol|better-sqlite3)\//.test(f.url),
+  ],
+  [
+    "Express's ETag (SHA-1 of every body, all variants)",
+    (f) => f.url.includes('/node_modules/etag/'),
+  ],
   ['garbage collection (allocations)', (f) => f.name === '(garbage collector)'],
 ];
+
+function isLib(f: Frame): boolean {
+  return /\/lib\/.+\.ts$/.test(f.url) && !f.url.includes('/node_modules/');
+}
 
 /** Self time by file group: each sample counted once, by its innermost frame. */
 function groupOf(f: Frame): string {
@@ -68,10 +79,9 @@ function groupOf(f: Frame): string {
   if (f.name === '(program)') return '(program: V8 and native code)';
   const lib = /\/lib\/(.+)\.ts$/.exec(f.url);
   if (lib && !f.url.includes('/node_modules/')) return `lib/${lib[1]}.ts`;
-  const pkg = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\/(?:(core|common)\/([^/]+)\/)?/.exec(f.url);
-  if (pkg) {
-    return pkg[1]!.startsWith('@nestjs/') && pkg[3] ? `${pkg[1]}/${pkg[2]}/${pkg[3]}` : pkg[1]!;
-  }
+  // Nest by folder (router, guards, interceptors...), other packages whole.
+  const pkg = /.*\/node_modules\/(@nestjs\/[^/]+\/[^/]+(?=\/)|(?:@[^/]+\/)?[^/]+)/.exec(f.url);
+  if (pkg) return pkg[1]!;
   if (f.url.startsWith('node:')) {
     const m = /^node:(?:internal\/)?([^/]+)/.exec(f.url);
     return `node:${m?.[1] ?? f.url}`;
@@ -136,8 +146,8 @@ export function analyseCpuProfile(
     for (let id: number | undefined = leafId; id !== undefined; id = parent.get(id)) {
       stack.push(frame(id));
     }
-    for (const [label, match] of CATEGORIES) {
-      if (stack.some(match)) cat.set(label, (cat.get(label) ?? 0) + delta);
+    for (const [label, match, whole] of CATEGORIES) {
+      if (stack.some(match) || whole?.(stack)) cat.set(label, (cat.get(label) ?? 0) + delta);
     }
   }
   const per = (m: Map<string, number>) =>

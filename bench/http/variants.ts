@@ -127,6 +127,8 @@ export interface StatsMessage {
   cpu: { user: number; system: number };
   /** HTTP requests the server has received. */
   requests: number;
+  /** SQL statements TypeORM has run. */
+  queries: number;
   /** `performance.eventLoopUtilization()`, ms. */
   elu: { idle: number; active: number };
   /** Garbage collections and their total duration (ms). */
