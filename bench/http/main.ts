@@ -676,6 +676,16 @@ async function main(): Promise<void> {
     );
     if (args.smoke) console.log('(one cold second per variant: these figures mean nothing)\n');
     console.log(report(results, 'unguarded'));
+    // req/s measure the server only while it is saturated; CPU µs per request hold either way.
+    for (const [id, samples] of results) {
+      const busy = median(samples.map((x) => x.busy));
+      if (!args.smoke && busy < 0.9) {
+        console.log(
+          `note: ${id} kept its server busy ${fmt(busy * 100)} % of the time: the load ` +
+            'generator (or another process on its core) limited its req/s; compare CPU µs/req',
+        );
+      }
+    }
     if (args.json) writeFileSync(args.json, JSON.stringify([...results], null, 2));
     if (args.smoke) {
       console.log(
