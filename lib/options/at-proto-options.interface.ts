@@ -105,6 +105,15 @@ export interface AtProtoModuleOptions {
      * used go first. About 1 kB each. @default 100000
      */
     cacheMaxEntries?: number;
+    /**
+     * How long a validated app session (or API key) may stay in that cache while this
+     * instance is sure to hear of revocations made elsewhere: the database's revocation
+     * cursor answered within the last 2 s and, with `redis`, the Redis invalidation channel
+     * was proven alive within the last 500 ms. Whenever it is not, every entry is dropped
+     * and `cacheTtl` applies. `0` (or anything up to `cacheTtl`) keeps `cacheTtl` always.
+     * See the deployment docs for the bound in each failure case. @default 300000 (5 minutes)
+     */
+    invalidatedCacheTtl?: number;
   };
 
   /**

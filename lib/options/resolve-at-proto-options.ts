@@ -113,6 +113,14 @@ const optionsSchema = z.object({
         .min(1, { error: 'appSession.cacheMaxEntries must be at least 1' })
         .max(10_000_000, { error: 'appSession.cacheMaxEntries must be at most 10000000' })
         .optional(),
+      invalidatedCacheTtl: z
+        .number({ error: 'appSession.invalidatedCacheTtl must be a number of milliseconds' })
+        .int({ error: 'appSession.invalidatedCacheTtl must be a whole number of milliseconds' })
+        .min(0, { error: 'appSession.invalidatedCacheTtl must be >= 0' })
+        .max(86_400_000, {
+          error: 'appSession.invalidatedCacheTtl must be at most 86400000 ms (a day)',
+        })
+        .optional(),
     })
     .optional(),
   oauthSessionRetention: duration('oauthSessionRetention'),
@@ -422,6 +430,7 @@ export async function resolveAtProtoOptions(
       absoluteTtlMs: input.appSession?.absoluteTtl ?? DEFAULTS.appSessionAbsoluteTtl,
       cacheTtlMs: input.appSession?.cacheTtl ?? 2000,
       cacheMaxEntries: input.appSession?.cacheMaxEntries ?? 100_000,
+      invalidatedCacheTtlMs: input.appSession?.invalidatedCacheTtl ?? 300_000,
     },
     oauthSessionRetentionMs: input.oauthSessionRetention ?? DEFAULTS.oauthSessionRetention,
     stateTtlMs: input.stateTtl ?? DEFAULTS.stateTtl,

@@ -45,6 +45,8 @@ export interface ResolvedAtProtoOptions {
     readonly absoluteTtlMs: number;
     readonly cacheTtlMs: number;
     readonly cacheMaxEntries: number;
+    /** Cache lifetime while revocations elsewhere are known to reach this instance. */
+    readonly invalidatedCacheTtlMs: number;
   };
   readonly oauthSessionRetentionMs: number;
   readonly stateTtlMs: number;
