@@ -51,4 +51,14 @@ export interface AtProtoApiKeyStore {
   touch(id: string, at: Date, staleBefore: Date): Promise<boolean>;
   /** Whether `did` has a key that is not revoked and not expired at `now`. */
   hasActive(did: string, now: Date): Promise<boolean>;
+  /**
+   * Keys whose `revokedAt` is after `since`, oldest revocation first, at most `limit`, read
+   * where the last write is visible (the primary). The module polls it every second so that
+   * a key revoked on another instance is dropped from this one's cache. Optional: without
+   * it, cached keys live `appSession.cacheTtl` only.
+   */
+  revokedSince?(
+    since: Date,
+    limit: number,
+  ): Promise<Array<{ id: string; did: string; revokedAt: Date }>>;
 }

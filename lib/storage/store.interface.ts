@@ -126,6 +126,17 @@ export interface AppSessionStore {
   revokeAllForDid(did: string, at: Date): Promise<number>;
   /** Every session of `did` that is not revoked, newest first. */
   listForDid(did: string): Promise<AppSessionRecord[]>;
+  /**
+   * Sessions whose `revokedAt` is after `since`, oldest revocation first, at most `limit`,
+   * read where the last write is visible (the primary). The module polls it every second
+   * so that a revocation made on another instance reaches this one's cache even when the
+   * Redis invalidation channel lost it. Optional: without it, cached sessions live
+   * `appSession.cacheTtl` only.
+   */
+  revokedSince?(
+    since: Date,
+    limit: number,
+  ): Promise<Array<{ id: string; did: string; revokedAt: Date }>>;
 }
 
 /**

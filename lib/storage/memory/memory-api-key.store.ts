@@ -52,6 +52,13 @@ export class MemoryApiKeyStore implements AtProtoApiKeyStore {
     return false;
   }
 
+  async revokedSince(
+    since: Date,
+    limit: number,
+  ): Promise<Array<{ id: string; did: string; revokedAt: Date }>> {
+    return revokedAfter(this.#rows.values(), since, limit);
+  }
+
   /**
    * Deletes up to `batchSize` keys revoked or expired before `endedBefore` (cleanup);
    * returns how many and the DIDs they belonged to.
@@ -76,6 +83,25 @@ export class MemoryApiKeyStore implements AtProtoApiKeyStore {
     }
     return { deleted, dids: [...dids] };
   }
+}
+
+/**
+ * The rows revoked after `since`, oldest revocation first, at most `limit`. A scan: the
+ * memory stores serve one process and tests, not the table sizes an index is for.
+ * @internal
+ */
+export function revokedAfter(
+  rows: Iterable<{ id: string; did: string; revokedAt: Date | null }>,
+  since: Date,
+  limit: number,
+): Array<{ id: string; did: string; revokedAt: Date }> {
+  const found: Array<{ id: string; did: string; revokedAt: Date }> = [];
+  for (const r of rows) {
+    if (r.revokedAt !== null && r.revokedAt.getTime() > since.getTime()) {
+      found.push({ id: r.id, did: r.did, revokedAt: new Date(r.revokedAt.getTime()) });
+    }
+  }
+  return found.sort((a, b) => a.revokedAt.getTime() - b.revokedAt.getTime()).slice(0, limit);
 }
 
 function isActive(r: AtProtoApiKeyRecord, now: number): boolean {

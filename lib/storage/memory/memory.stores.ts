@@ -10,6 +10,7 @@ import type {
 } from '../store.interface.js';
 import { assertSessionVersion, firstSessionVersion } from '../session-version.js';
 import { assertSessionBelongsTo, assertValidDid, assertValidStateKey } from '../validation.js';
+import { revokedAfter } from './memory-api-key.store.js';
 
 /**
  * In-memory key-value store with expiry, for tests and local development. Values are
@@ -222,6 +223,13 @@ export class MemoryAppSessionStore implements AppSessionStore {
       }
     }
     return { deleted, dids: [...dids] };
+  }
+
+  async revokedSince(
+    since: Date,
+    limit: number,
+  ): Promise<Array<{ id: string; did: string; revokedAt: Date }>> {
+    return revokedAfter(this.#rows.values(), since, limit);
   }
 
   async listForDid(did: string): Promise<AppSessionRecord[]> {

@@ -141,6 +141,32 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
     return rows.map(toRecord);
   }
 
+  async revokedSince(
+    since: Date,
+    limit: number,
+  ): Promise<Array<{ id: string; did: string; revokedAt: Date }>> {
+    const q = (column: string) => this.#dataSource.driver.escape(column);
+    // A range scan of IDX_atproto_app_session_revoked_at: the rows revoked in the last
+    // moments, not the table.
+    const rows = await withTransientRetry(
+      'Reading recently revoked app sessions',
+      () =>
+        onPrimary(this.#dataSource, (m) =>
+          this.#repo
+            .createQueryBuilder(undefined, m.queryRunner)
+            .select(q('id'), 'id')
+            .addSelect(q('did'), 'did')
+            .addSelect(q('revoked_at'), 'revokedAt')
+            .where(`${q('revoked_at')} > :since`, { since: since.getTime() })
+            .orderBy(q('revoked_at'), 'ASC')
+            .limit(limit)
+            .getRawMany<{ id: string; did: string; revokedAt: string | number }>(),
+        ),
+      this.#retry,
+    );
+    return rows.map((r) => ({ id: r.id, did: r.did, revokedAt: new Date(Number(r.revokedAt)) }));
+  }
+
   #read(id: string): Promise<AtProtoAppSessionEntity | null> {
     return onPrimary(this.#dataSource, (m) =>
       m.findOne(AtProtoAppSessionEntity, { where: { id } }),
