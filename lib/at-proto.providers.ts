@@ -49,6 +49,7 @@ import { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
 import { createOAuthClient } from './oauth/oauth-client.factory.js';
 import { SessionLocks } from './oauth/session-locks.js';
 import { AtProtoHttpAdapterCheck } from './http/http-adapter.check.js';
+import { AtProtoCacheInvalidation } from './invalidation/cache-invalidation.js';
 import type {
   AtProtoModuleExtras,
   AtProtoModuleOptions,
@@ -215,6 +216,9 @@ export const atProtoProviders: Provider[] = [
       ),
   },
   AtProtoAuthService,
+  // Revocations between instances: the Redis channel and the database cursor that let the
+  // caches of AppSessionService and AtProtoApiKeyService live appSession.invalidatedCacheTtl.
+  AtProtoCacheInvalidation,
   AppSessionService,
   AtProtoAuthGuard,
   ...atProtoNativeProviders,

@@ -1,7 +1,9 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import { AtProtoBadRequestError } from '../errors/at-proto-http.errors.js';
 import { describeError } from '../errors/describe-error.js';
+import { AtProtoCacheInvalidation } from '../invalidation/cache-invalidation.js';
+import { RevocableCache } from '../invalidation/revocable-cache.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AT_PROTO_API_KEY_STORE } from './api-key.constants.js';
 import { apiKeyIdOf, generateApiKey, isWellFormedApiKey } from './api-key-format.js';
@@ -19,7 +21,6 @@ const NAME_FORBIDDEN = /[\p{Cc}\p{Cs}\u061c\u200e\u200f\u2028-\u202e\u2066-\u206
 /** A scope: what a route may require of a key (`feed:read`, `posts/write`). */
 const SCOPE_SYNTAX = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$/;
 const SCOPES_MAX = 16;
-/** Most keys kept in the in-process cache; the oldest entries go first. */
 
 /**
  * An API key as its owner sees it: never the key itself.
@@ -87,23 +88,38 @@ export function apiKeyHasScopes(
 export class AtProtoApiKeyService {
   readonly #logger = new Logger('AtProtoApiKeys');
   // Why a cache: the guard validates the key on every request, and a database read per
-  // request costs more than a typical route. The same choice as app sessions: entries live
-  // `appSession.cacheTtl` (2 s by default, 0 turns it off); a revocation through this
-  // instance drops the entry at once, one made on another instance applies here within the
-  // TTL. Only keys found in the store are cached, so made-up keys cannot fill it.
-  readonly #cache = new Map<string, { record: AtProtoApiKeyRecord; until: number }>();
+  // request costs more than a typical route. The same cache as app sessions (RevocableCache):
+  // entries live `appSession.cacheTtl` (2 s by default, 0 turns it off), or
+  // `appSession.invalidatedCacheTtl` while revocations made on other instances are known to
+  // reach this one (AtProtoCacheInvalidation); a revocation through this instance drops the
+  // entry at once and is published to the others. Only keys found in the store are cached,
+  // so made-up keys cannot fill it. Tombstones of revocations keep a validation whose store
+  // read was in flight from caching (and accepting) what it read before.
+  readonly #cache: RevocableCache<AtProtoApiKeyRecord>;
   // Store reads under way (cache on): concurrent requests with one key share one read.
   readonly #reading = new Map<string, Promise<AtProtoApiKeyRecord | undefined>>();
-  // Keys revoked through this instance, kept one cache TTL: a validation whose store read was
-  // in flight when the revocation happened must not cache (and accept) what it read before.
-  readonly #revoked = new Map<string, number>();
   // Keys whose last-used write is under way: one write at a time per key from this instance.
   readonly #touching = new Set<string>();
 
   constructor(
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
     @Inject(AT_PROTO_API_KEY_STORE) private readonly store: AtProtoApiKeyStore,
-  ) {}
+    @Optional() private readonly invalidation?: AtProtoCacheInvalidation,
+  ) {
+    const { cacheTtlMs, cacheMaxEntries, invalidatedCacheTtlMs } = options.appSession;
+    this.#cache = new RevocableCache({
+      shortTtlMs: cacheTtlMs,
+      longTtlMs: invalidatedCacheTtlMs ?? cacheTtlMs,
+      maxEntries: cacheMaxEntries,
+      trust: invalidation,
+    });
+    invalidation?.listen({
+      invalidated: (event, now) => {
+        if (event.kind === 'key') this.#cache.revokeId(event.id, now);
+      },
+      dropAll: (now) => this.#cache.clear(now),
+    });
+  }
 
   /**
    * Creates a key acting as `did`. Resolves the key, to hand to the user now (it is not
@@ -177,8 +193,9 @@ export class AtProtoApiKeyService {
     // One conditional write (id, owner and "not revoked yet"): no read-then-write race.
     const revoked = await this.store.revoke(id, owner.did, new Date());
     if (revoked) {
-      this.#cache.delete(id);
-      this.#remember(id);
+      this.#cache.revokeId(id, Date.now());
+      // After the write: an instance that hears of it and reads the row sees it revoked.
+      this.invalidation?.publish({ kind: 'key', id });
     }
     return revoked;
   }
@@ -206,47 +223,27 @@ export class AtProtoApiKeyService {
   }
 
   #lookup(id: string, now: number): Promise<AtProtoApiKeyRecord | undefined> {
-    const ttl = this.options.appSession.cacheTtlMs;
-    if (ttl <= 0) return this.store.get(id);
-    const cached = this.#cache.get(id);
-    if (cached && cached.until > now) {
-      // Most recently used: to the end of the eviction order (least recently used go first).
-      this.#cache.delete(id);
-      this.#cache.set(id, cached);
-      return Promise.resolve(cached.record);
-    }
+    if (!this.#cache.enabled) return this.store.get(id);
+    const cached = this.#cache.get(id, now);
+    if (cached) return Promise.resolve(cached);
     let reading = this.#reading.get(id);
     if (!reading) {
-      reading = this.#read(id, now, ttl).finally(() => this.#reading.delete(id));
+      reading = this.#read(id).finally(() => this.#reading.delete(id));
       this.#reading.set(id, reading);
     }
     return reading;
   }
 
-  async #read(id: string, now: number, ttl: number): Promise<AtProtoApiKeyRecord | undefined> {
+  async #read(id: string): Promise<AtProtoApiKeyRecord | undefined> {
+    const startedAt = Date.now();
     const record = await this.store.get(id);
-    this.#cache.delete(id);
-    if (this.#revokedHere(id, Date.now())) return undefined;
-    if (record) {
-      this.#cache.set(id, { record, until: now + ttl });
-      while (this.#cache.size > this.options.appSession.cacheMaxEntries) {
-        this.#cache.delete(this.#cache.keys().next().value as string);
-      }
-    }
-    return record;
-  }
-
-  #remember(id: string): void {
-    const ttl = this.options.appSession.cacheTtlMs;
-    if (ttl <= 0) return;
+    if (!record) return undefined;
     const now = Date.now();
-    for (const [k, until] of this.#revoked) if (until <= now) this.#revoked.delete(k);
-    this.#revoked.set(id, now + ttl);
-  }
-
-  #revokedHere(id: string, now: number): boolean {
-    const until = this.#revoked.get(id);
-    return until !== undefined && until > now;
+    // Revoked here or reported from elsewhere while the read was under way: the row may
+    // have been read just before the revocation landed.
+    if (this.#cache.revoked(record, now)) return undefined;
+    this.#cache.put(record, startedAt, now);
+    return record;
   }
 }
 

@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { AT_PROTO_APP_SESSION_STORE, AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import type { AppSessionRecord, AppSessionStore } from '../storage/store.interface.js';
 import { describeError } from '../errors/describe-error.js';
+import { AtProtoCacheInvalidation } from '../invalidation/cache-invalidation.js';
+import { RevocableCache } from '../invalidation/revocable-cache.js';
 
 /** `lastSeenAt` is written at most this often per session, not on every request. */
 const TOUCH_INTERVAL_MS = 60_000;
@@ -36,25 +38,40 @@ export interface AppSessionInfo {
 export class AppSessionService {
   readonly #logger = new Logger('AtProtoAppSession');
   // Why a cache: the guard validates the app session on every request, and a database read
-  // per request costs more than the rest of a typical route (docs/benchmarks.md). Entries
-  // live `appSession.cacheTtl` (2 s by default); a revocation through this instance drops
-  // them at once, one made on another instance takes effect here within the TTL. Only
+  // per request costs more than the rest of a typical route (docs/benchmarks.md). Only
   // sessions found in the store are cached, so unknown tokens cannot fill it. Bounded by
-  // `appSession.cacheMaxEntries`, least recently used first out (a Map keeps insertion order:
-  // a hit moves its entry to the end). `#byDid` indexes it, so that a logout everywhere drops
-  // a DID's entries without scanning the whole cache.
-  readonly #cache = new Map<string, { record: AppSessionRecord; until: number }>();
-  readonly #byDid = new Map<string, Set<string>>();
-  // Revocations made through this instance, kept for one cache TTL: a validation whose
-  // store read was already in flight when the revocation happened must not cache (and
-  // accept) the record it read just before.
-  readonly #revokedIds = new Map<string, { at: number; until: number }>();
-  readonly #revokedDids = new Map<string, { at: number; until: number }>();
+  // `appSession.cacheMaxEntries`, least recently used first out, with a DID index so that a
+  // logout everywhere drops a DID's entries without a scan (see RevocableCache).
+  //
+  // How long an entry lives: `appSession.cacheTtl` (2 s by default), or
+  // `appSession.invalidatedCacheTtl` (5 min) while revocations made on other instances are
+  // known to reach this one (AtProtoCacheInvalidation: the Redis channel and the database
+  // cursor, both proven). A revocation through this instance drops the entry at once and
+  // is published to the others after its write. Revocations, here or reported from
+  // elsewhere, leave a tombstone, so that a validation whose store read was in flight
+  // cannot cache (and accept) the record it read just before.
+  readonly #cache: RevocableCache<AppSessionRecord>;
 
   constructor(
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
     @Inject(AT_PROTO_APP_SESSION_STORE) private readonly store: AppSessionStore,
-  ) {}
+    @Optional() private readonly invalidation?: AtProtoCacheInvalidation,
+  ) {
+    const { cacheTtlMs, cacheMaxEntries, invalidatedCacheTtlMs } = options.appSession;
+    this.#cache = new RevocableCache({
+      shortTtlMs: cacheTtlMs,
+      longTtlMs: invalidatedCacheTtlMs ?? cacheTtlMs,
+      maxEntries: cacheMaxEntries,
+      trust: invalidation,
+    });
+    invalidation?.listen({
+      invalidated: (event, now) => {
+        if (event.kind === 'session') this.#cache.revokeId(event.id, now);
+        else if (event.kind === 'did') this.#cache.revokeDid(event.did, event.at, now);
+      },
+      dropAll: (now) => this.#cache.clear(now),
+    });
+  }
 
   /** The session id (stored key) of a token: SHA-256, lowercase hex. */
   static idOf(token: string): string {
@@ -101,7 +118,14 @@ export class AppSessionService {
   async validateId(id: string): Promise<AppSessionInfo | undefined> {
     if (!SESSION_ID.test(id)) return undefined;
     const now = Date.now();
-    const record = await this.#lookup(id, now);
+    let record = this.#cache.get(id, now);
+    if (record !== undefined && !this.isActive(record, now) && !this.#endedFor(record, now)) {
+      // Idle according to this copy only: another instance may have recorded activity
+      // since it was cached (entries may live minutes). The store decides.
+      this.#cache.delete(id);
+      record = undefined;
+    }
+    record ??= await this.#read(id);
     if (!record || !this.isActive(record, now)) return undefined;
     if (now - record.lastSeenAt.getTime() >= TOUCH_INTERVAL_MS) {
       // Not awaited: the request need not wait for bookkeeping, and a failed write only
@@ -134,65 +158,43 @@ export class AppSessionService {
       const record = await this.store.get(sessionId);
       if (!record || record.did !== owner.did) return false;
     }
-    this.#uncache(sessionId);
-    this.#remember(this.#revokedIds, sessionId);
-    return this.store.revoke(sessionId, new Date());
+    // Tombstoned before the write, so that a validation reading the row meanwhile does
+    // not cache it, and again once the write has landed: a read that started before then
+    // may hold the row as it was (RevocableCache does not cache such reads).
+    this.#cache.revokeId(sessionId, Date.now());
+    const revoked = await this.store.revoke(sessionId, new Date());
+    this.#cache.revokeId(sessionId, Date.now());
+    // After the write: an instance that hears of it and reads the row sees it revoked.
+    if (revoked) this.invalidation?.publish({ kind: 'session', id: sessionId });
+    return revoked;
   }
 
   /** Revokes every session of `did` (log out everywhere); resolves how many. */
-  revokeAll(did: string): Promise<number> {
-    for (const id of this.#byDid.get(did) ?? []) this.#uncache(id);
-    this.#remember(this.#revokedDids, did);
-    return this.store.revokeAllForDid(did, new Date());
+  async revokeAll(did: string): Promise<number> {
+    const at = new Date();
+    this.#cache.revokeDid(did, at.getTime(), Date.now());
+    const count = await this.store.revokeAllForDid(did, at);
+    this.#cache.revokeDid(did, at.getTime(), Date.now());
+    if (count > 0) this.invalidation?.publish({ kind: 'did', did, at: at.getTime() });
+    return count;
   }
 
-  #remember(map: Map<string, { at: number; until: number }>, key: string): void {
-    const ttl = this.options.appSession.cacheTtlMs;
-    if (ttl <= 0) return;
-    const now = Date.now();
-    for (const [k, entry] of map) if (entry.until <= now) map.delete(k);
-    map.set(key, { at: now, until: now + ttl });
-  }
-
-  /** Revoked through this instance within the last cache TTL (sessions created later are not). */
-  #revokedHere(record: AppSessionRecord, now: number): boolean {
-    const hit = (entry: { at: number; until: number } | undefined) =>
-      entry !== undefined && entry.until > now && record.createdAt.getTime() <= entry.at;
-    return hit(this.#revokedIds.get(record.id)) || hit(this.#revokedDids.get(record.did));
-  }
-
-  async #lookup(id: string, now: number): Promise<AppSessionRecord | undefined> {
-    const ttl = this.options.appSession.cacheTtlMs;
-    const cached = this.#cache.get(id);
-    if (cached && cached.until > now) {
-      // Most recently used: to the end of the eviction order.
-      this.#cache.delete(id);
-      this.#cache.set(id, cached);
-      return cached.record;
-    }
+  /** A store read, cached unless a revocation known here forbids it (see RevocableCache). */
+  async #read(id: string): Promise<AppSessionRecord | undefined> {
+    const startedAt = Date.now();
     const record = await this.store.get(id);
-    if (record && ttl > 0 && this.#revokedHere(record, Date.now())) return undefined;
-    if (ttl > 0) {
-      this.#uncache(id);
-      if (record) {
-        this.#cache.set(id, { record, until: now + ttl });
-        let ids = this.#byDid.get(record.did);
-        if (!ids) this.#byDid.set(record.did, (ids = new Set()));
-        ids.add(id);
-        const max = this.options.appSession.cacheMaxEntries;
-        while (this.#cache.size > max) this.#uncache(this.#cache.keys().next().value as string);
-      }
-    }
+    if (!record || !this.#cache.enabled) return record;
+    const now = Date.now();
+    // Revoked here or reported from elsewhere while the read was under way: the row may
+    // have been read just before the revocation landed.
+    if (this.#cache.revoked(record, now)) return undefined;
+    this.#cache.put(record, startedAt, now);
     return record;
   }
 
-  #uncache(id: string): void {
-    const entry = this.#cache.get(id);
-    if (!entry) return;
-    this.#cache.delete(id);
-    const ids = this.#byDid.get(entry.record.did);
-    ids?.delete(id);
-    if (ids?.size === 0) this.#byDid.delete(entry.record.did);
+  /** Revoked or past its absolute lifetime: ended whatever other instances have seen. */
+  #endedFor(record: AppSessionRecord, now: number): boolean {
+    return record.revokedAt !== null || record.expiresAt.getTime() <= now;
   }
 
   /** The active sessions of `did`, newest first. */
