@@ -341,11 +341,15 @@ interface Sample {
   gcUs: number;
   /** SQL statements per 1,000 requests. */
   queriesPerK: number;
+  /** Share of the machine's CPU time the hypervisor took during the window, if known. */
+  steal?: number;
 }
 
 async function measure(server: RunningServer, duration: number): Promise<Sample> {
   const before = await server.stats();
+  const steal0 = stolen();
   const load = await runLoad(server.url, server.ready.valid, duration);
+  const steal1 = stolen();
   const after = await server.stats();
   checkLoad(server.spec, load);
   const requests = after.requests - before.requests - 1; // the `stats` call is not one
@@ -358,6 +362,7 @@ async function measure(server: RunningServer, duration: number): Promise<Sample>
     busy: active / Math.max(1e-9, active + idle),
     gcUs: ((after.gc.ms - before.gc.ms) * 1000) / Math.max(1, requests),
     queriesPerK: ((after.queries - before.queries) * 1000) / Math.max(1, requests),
+    steal: stealShare(steal0, steal1),
   };
 }
 
@@ -386,32 +391,40 @@ function report(results: Map<VariantId, Sample[]>, baseline: VariantId): string 
       'req/s',
       'spread',
       'vs unguarded',
+      'best/best',
       'p50 ms',
       'p99 ms',
       'CPU µs/req',
+      'min',
       'µs vs unguarded',
       'GC µs/req',
       'SQL /1k req',
-      'server busy',
+      'busy',
     ],
   ];
   const baseCpu = base ? median(base.map((s) => s.cpuUs)) : NaN;
+  const baseMin = base ? Math.min(...base.map((s) => s.cpuUs)) : NaN;
+  const baseBest = base ? Math.max(...base.map((s) => s.load.rps)) : NaN;
+  const signed = (n: number) => `${n >= 0 ? '+' : ''}${fmt(n, 1)}`;
   for (const [id, samples] of results) {
     const rps = samples.map((s) => s.load.rps);
     const mid = median(rps);
     const ratios = base ? samples.map((s, i) => s.load.rps / base[i]!.load.rps) : [];
     const cpu = median(samples.map((s) => s.cpuUs));
+    const min = Math.min(...samples.map((s) => s.cpuUs));
     rows.push([
       VARIANTS.find((v) => v.id === id)!.label,
       fmt(mid),
-      `±${fmt(((Math.max(...rps) - Math.min(...rps)) / 2 / mid) * 100, 1)} %`,
+      `±${fmt(((Math.max(...rps) - Math.min(...rps)) / 2 / mid) * 100)} %`,
       base
         ? `${fmt(median(ratios), 2)}× (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`
         : '',
+      base ? `${fmt(Math.max(...rps) / baseBest, 2)}×` : '',
       fmt(median(samples.map((s) => s.load.p50)) / 1000, 2),
       fmt(median(samples.map((s) => s.load.p99)) / 1000, 2),
       fmt(cpu, 1),
-      id === baseline || !base ? '' : `${cpu >= baseCpu ? '+' : ''}${fmt(cpu - baseCpu, 1)}`,
+      fmt(min, 1),
+      id === baseline || !base ? '' : `${signed(cpu - baseCpu)} / ${signed(min - baseMin)}`,
       fmt(median(samples.map((s) => s.gcUs)), 1),
       VARIANTS.find((v) => v.id === id)!.storage
         ? fmt(median(samples.map((s) => s.queriesPerK)), 1)
@@ -421,6 +434,23 @@ function report(results: Map<VariantId, Sample[]>, baseline: VariantId): string 
   }
   return table(rows);
 }
+
+/** Time the hypervisor took from this machine's CPUs (Linux `/proc/stat`), as a share. */
+function stolen(): { steal: number; total: number } | undefined {
+  try {
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1);
+    const n = cpu.map(Number);
+    return { steal: n[7] ?? 0, total: n.reduce((a, b) => a + b, 0) };
+  } catch {
+    return undefined;
+  }
+}
+
+const stealShare = (
+  a: ReturnType<typeof stolen>,
+  b: ReturnType<typeof stolen>,
+): number | undefined =>
+  a && b && b.total > a.total ? (b.steal - a.steal) / (b.total - a.total) : undefined;
 
 function environment(): string {
   const version = (pkg: string) =>
@@ -517,7 +547,8 @@ async function benchmark(servers: RunningServer[]): Promise<Map<VariantId, Sampl
       console.log(
         `round ${r + 1}/${rounds} ${server.spec.id}: ${fmt(sample.load.rps)} req/s, ` +
           `p50 ${fmt(sample.load.p50 / 1000, 2)} ms, p99 ${fmt(sample.load.p99 / 1000, 2)} ms, ` +
-          `${fmt(sample.cpuUs, 1)} µs CPU/req`,
+          `${fmt(sample.cpuUs, 1)} µs CPU/req` +
+          (sample.steal === undefined ? '' : `, ${fmt(sample.steal * 100, 1)} % stolen`),
       );
     }
   }
@@ -671,9 +702,21 @@ async function main(): Promise<void> {
     const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
     console.log(
       `\n${command}: ${args.smoke ? 'smoke, 1 round of 1 s' : `${ROUNDS} rounds of ${DURATION} s`}, ` +
-        `${CONNECTIONS} connections, medians over rounds; spread = half the range of req/s ` +
-        `over the median; ratio to the unguarded route in the same round (median, range)\n`,
+        `${CONNECTIONS} connections. Medians over rounds; spread: half the range of req/s ` +
+        'over the median; vs unguarded: ratio to the unguarded route in the same round ' +
+        '(median, range); best/best: best round over best round; CPU µs/req: server CPU time ' +
+        'per request (median, min over rounds); µs vs unguarded: from the median / from the ' +
+        'min; busy: share of the time the server was busy.\n',
     );
+    const all = [...results.values()]
+      .flat()
+      .flatMap((x) => (x.steal === undefined ? [] : [x.steal]));
+    if (all.length) {
+      console.log(
+        `CPU time taken by the hypervisor during the rounds: median ${fmt(median(all) * 100, 1)} %, ` +
+          `max ${fmt(Math.max(...all) * 100, 1)} %\n`,
+      );
+    }
     if (args.smoke) console.log('(one cold second per variant: these figures mean nothing)\n');
     console.log(report(results, 'unguarded'));
     // req/s measure the server only while it is saturated; CPU µs per request hold either way.
