@@ -391,27 +391,27 @@ function report(results: Map<VariantId, Sample[]>, baseline: VariantId): string 
       'req/s',
       'spread',
       'vs unguarded',
-      'best/best',
       'p50 ms',
       'p99 ms',
       'CPU µs/req',
-      'min',
+      'vs unguarded by CPU',
       'µs vs unguarded',
       'GC µs/req',
       'SQL /1k req',
       'busy',
     ],
   ];
-  const baseCpu = base ? median(base.map((s) => s.cpuUs)) : NaN;
-  const baseMin = base ? Math.min(...base.map((s) => s.cpuUs)) : NaN;
-  const baseBest = base ? Math.max(...base.map((s) => s.load.rps)) : NaN;
+  const cpuOf = (samples: Sample[]) => {
+    const cpu = samples.map((s) => s.cpuUs);
+    return { median: median(cpu), min: Math.min(...cpu) };
+  };
+  const b = base ? cpuOf(base) : undefined;
   const signed = (n: number) => `${n >= 0 ? '+' : ''}${fmt(n, 1)}`;
   for (const [id, samples] of results) {
     const rps = samples.map((s) => s.load.rps);
     const mid = median(rps);
     const ratios = base ? samples.map((s, i) => s.load.rps / base[i]!.load.rps) : [];
-    const cpu = median(samples.map((s) => s.cpuUs));
-    const min = Math.min(...samples.map((s) => s.cpuUs));
+    const cpu = cpuOf(samples);
     rows.push([
       VARIANTS.find((v) => v.id === id)!.label,
       fmt(mid),
@@ -419,12 +419,11 @@ function report(results: Map<VariantId, Sample[]>, baseline: VariantId): string 
       base
         ? `${fmt(median(ratios), 2)}× (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`
         : '',
-      base ? `${fmt(Math.max(...rps) / baseBest, 2)}×` : '',
       fmt(median(samples.map((s) => s.load.p50)) / 1000, 2),
       fmt(median(samples.map((s) => s.load.p99)) / 1000, 2),
-      fmt(cpu, 1),
-      fmt(min, 1),
-      id === baseline || !base ? '' : `${signed(cpu - baseCpu)} / ${signed(min - baseMin)}`,
+      `${fmt(cpu.median, 1)} / ${fmt(cpu.min, 1)}`,
+      b ? `${fmt(b.median / cpu.median, 2)}× / ${fmt(b.min / cpu.min, 2)}×` : '',
+      id === baseline || !b ? '' : `${signed(cpu.median - b.median)} / ${signed(cpu.min - b.min)}`,
       fmt(median(samples.map((s) => s.gcUs)), 1),
       VARIANTS.find((v) => v.id === id)!.storage
         ? fmt(median(samples.map((s) => s.queriesPerK)), 1)
@@ -702,11 +701,13 @@ async function main(): Promise<void> {
     const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
     console.log(
       `\n${command}: ${args.smoke ? 'smoke, 1 round of 1 s' : `${ROUNDS} rounds of ${DURATION} s`}, ` +
-        `${CONNECTIONS} connections. Medians over rounds; spread: half the range of req/s ` +
-        'over the median; vs unguarded: ratio to the unguarded route in the same round ' +
-        '(median, range); best/best: best round over best round; CPU µs/req: server CPU time ' +
-        'per request (median, min over rounds); µs vs unguarded: from the median / from the ' +
-        'min; busy: share of the time the server was busy.\n',
+        `${CONNECTIONS} connections. req/s: median over rounds; spread: half their range ` +
+        'over the median; vs unguarded: ratio of req/s to the unguarded route in the same ' +
+        'round (median, range); CPU µs/req: server CPU time per request (median / least over ' +
+        "the rounds); vs unguarded by CPU: the unguarded route's CPU µs/req over this " +
+        "variant's (the ratio of req/s of two saturated servers), from the medians / from the " +
+        'least; µs vs unguarded: the difference, likewise; busy: share of the time the ' +
+        'server was busy.\n',
     );
     const all = [...results.values()]
       .flat()
