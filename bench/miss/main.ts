@@ -1,0 +1,575 @@
+/**
+ * The cache-miss benchmark (docs/benchmarks.md, "Cache miss and session restore"): what the
+ * module pays when a request finds nothing in its caches, against the least the same work
+ * can cost through the same driver, on PostgreSQL and SQLite with 100,000 app sessions.
+ *
+ * - **get**: the app-session store's `get(id)`, what `AppSessionService` reads on a cache
+ *   miss (the first request of a session on an instance), through the module's own store and
+ *   DataSource, against a raw primary-key read of the same row through the same driver and
+ *   pool (a named prepared statement on `pg`, a prepared statement on better-sqlite3), mapped
+ *   to the same record (the same `AppSessionRecord`, dates and nulls included).
+ * - **restore**: `AtProtoAuthService.restore(did)` of a fresh OAuth session (what
+ *   `@AtProtoSession()` triggers; no refresh, so no request to the authorization server),
+ *   with Redis configured as in production (the distributed lock and the shared OAuth
+ *   caches), against the bare work it cannot avoid: a raw primary-key read of the session
+ *   row, the AES-256-GCM decryption of its two secret columns, the JSON parse of them, and
+ *   the import of the DPoP key (`JoseKey.fromJWK`, which the OAuth client runs on every
+ *   read of a session).
+ *
+ * Every variant runs at 1, 10 and 50 concurrent callers; within one run the variants
+ * alternate in rounds (the order rotates each round) and each read picks a random row, the
+ * same sequence for both sides of a ratio. Per round: p50 and p99 latency of each variant and
+ * their ratio to the baseline of the same round; the tables give the median over the rounds
+ * and the range of the ratios.
+ *
+ *   node --import ./bench/support/swc-hooks.mjs bench/miss/main.ts            full run
+ *   node --import ./bench/support/swc-hooks.mjs bench/miss/main.ts --smoke    checks only
+ * Options: --rounds N (7), --ops N (2000 reads per variant, round and concurrency),
+ *          --concurrency 1,10,50, --sessions N (100000 app sessions), --dids N (2000 OAuth
+ *          sessions), --only postgres,sqlite, --parts get,restore, --json FILE.
+ * @internal
+ */
+import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual, parseArgs } from 'node:util';
+import { writeFileSync } from 'node:fs';
+import { Logger, Module, type DynamicModule, type INestApplicationContext } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { JoseKey, type NodeSavedSession } from '@atproto/oauth-client-node';
+import { Redis } from 'ioredis';
+import { DataSource, type DataSourceOptions } from 'typeorm';
+import {
+  AT_PROTO_APP_SESSION_STORE,
+  AT_PROTO_SESSION_STORE,
+  AtProtoAuthService,
+  AtProtoModule,
+  atProtoEntities,
+  atProtoMigrations,
+  getInstalledKeyRing,
+  type AppSessionRecord,
+  type AppSessionStore,
+  type AtProtoSessionStore,
+  type KeyRing,
+} from 'nestjs-atproto-auth';
+import { createTestDatabase } from '../../test/support/databases.js';
+import { startFakeAuthorizationServer } from '../../test/e2e/support/fake-authorization-server.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const REDIS_URL = 'redis://127.0.0.1:6379';
+/** One key for every app of the run: the key ring is process-wide (crypto/key-ring.registry.ts). */
+const ENCRYPTION_KEY = randomBytes(32).toString('base64');
+
+const { values: args } = parseArgs({
+  options: {
+    smoke: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '7' },
+    ops: { type: 'string', default: '2000' },
+    concurrency: { type: 'string', default: '1,10,50' },
+    sessions: { type: 'string', default: '100000' },
+    dids: { type: 'string', default: '2000' },
+    only: { type: 'string', default: 'postgres,sqlite' },
+    parts: { type: 'string', default: 'get,restore' },
+    json: { type: 'string' },
+  },
+});
+const SMOKE = args.smoke;
+const ROUNDS = SMOKE ? 1 : Number(args.rounds);
+const OPS = SMOKE ? 100 : Number(args.ops);
+const CONCURRENCY = args.concurrency.split(',').map(Number);
+const SESSIONS = SMOKE ? 1000 : Number(args.sessions);
+const DIDS = SMOKE ? 50 : Number(args.dids);
+const DIALECTS = args.only.split(',') as Array<'postgres' | 'sqlite'>;
+const PARTS = args.parts.split(',') as Array<'get' | 'restore'>;
+
+type Dialect = 'postgres' | 'sqlite';
+
+// --- the setup ------------------------------------------------------------------------------
+
+interface Setup {
+  dialect: Dialect;
+  app: INestApplicationContext;
+  dataSource: DataSource;
+  appStore: AppSessionStore;
+  auth: AtProtoAuthService;
+  keyRing: KeyRing;
+  appSessionIds: string[];
+  dids: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * The app sessions, inserted by SQL inside the database as bench/http/main.ts seeds them:
+ * every fifth one revoked or with a user agent left out, so that both the null and the
+ * non-null mapping of those columns are read.
+ */
+async function seedAppSessions(ds: DataSource, dialect: Dialect): Promise<void> {
+  const now = Date.now();
+  const DAY = 86_400_000;
+  const dids = Math.max(1, Math.floor(SESSIONS / 5));
+  if (dialect === 'postgres') {
+    await ds.query(
+      `INSERT INTO atproto_app_session (id, did, created_at, expires_at, last_seen_at, revoked_at, user_agent)
+       SELECT md5(n::text) || md5((n + 7)::text), 'did:web:u' || (n % ${dids})::text || '.example',
+              ${now - DAY}, ${now + 20 * DAY}, ${now - 60_000},
+              CASE WHEN n % 5 = 0 THEN ${now - 1000} END,
+              CASE WHEN n % 5 = 1 THEN NULL ELSE 'bench ' || n::text END
+       FROM generate_series(1, ${SESSIONS}) AS s(n)`,
+    );
+    await ds.query('ANALYZE atproto_app_session');
+  } else {
+    await ds.query(
+      `WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ${SESSIONS})
+       INSERT INTO atproto_app_session (id, did, created_at, expires_at, last_seen_at, revoked_at, user_agent)
+       SELECT lower(hex(randomblob(32))), 'did:web:u' || (n % ${dids}) || '.example',
+              ${now - DAY}, ${now + 20 * DAY}, ${now - 60_000},
+              CASE WHEN n % 5 = 0 THEN ${now - 1000} END,
+              CASE WHEN n % 5 = 1 THEN NULL ELSE 'bench ' || n END
+       FROM s`,
+    );
+    await ds.query('ANALYZE');
+  }
+}
+
+const B32 = 'abcdefghijklmnopqrstuvwxyz234567';
+const randomPlc = () => `did:plc:${Array.from(randomBytes(24), (b) => B32[b % 32]).join('')}`;
+
+async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Promise<Setup> {
+  const db = await createTestDatabase(dialect, 'bench_miss');
+  const migrator = new DataSource({
+    ...db.options,
+    entities: [...atProtoEntities],
+    migrations: atProtoMigrations(),
+    migrationsRun: true,
+  });
+  await migrator.initialize();
+  try {
+    await seedAppSessions(migrator, dialect);
+  } finally {
+    await migrator.destroy();
+  }
+  const prefix = `bench-miss-${randomBytes(4).toString('hex')}:`;
+  const signingKey = await JoseKey.generate(['ES256'], 'k1');
+
+  @Module({
+    imports: [
+      TypeOrmModule.forRoot({
+        ...db.options,
+        entities: [...atProtoEntities],
+        migrationsRun: false,
+      } as DataSourceOptions),
+      AtProtoModule.forRoot({
+        publicUrl: 'https://app.bench.example',
+        clientName: 'bench',
+        keys: [signingKey.privateJwk as never],
+        encryption: { activeKeyId: 'k', keys: { k: ENCRYPTION_KEY } },
+        // As in production with several instances: the Redlock session lock and the OAuth
+        // client's caches (server metadata, DID documents) shared through Redis.
+        redis: REDIS_URL,
+        redisKeyPrefix: prefix,
+        // The authorization server is the fake one on loopback, answering metadata only.
+        allowHttpServers: true,
+        dangerouslyAllowPrivateHosts: [issuerHost],
+        cleanup: { enabled: false },
+      }) as DynamicModule,
+    ],
+  })
+  class BenchMissModule {}
+
+  const app = await NestFactory.createApplicationContext(BenchMissModule, {
+    logger: ['error', 'warn'],
+  });
+  const dataSource = app.get(DataSource);
+  const sessionStore = app.get<AtProtoSessionStore>(AT_PROTO_SESSION_STORE);
+  const dids: string[] = [];
+  for (let i = 0; i < DIDS; i++) {
+    const did = randomPlc();
+    const dpop = await JoseKey.generate(['ES256']);
+    const value = {
+      dpopJwk: dpop.privateJwk!,
+      authMethod: { method: 'private_key_jwt', kid: 'k1' },
+      tokenSet: {
+        iss: issuer,
+        sub: did,
+        aud: issuer,
+        scope: 'atproto transition:generic',
+        access_token: `access-${randomBytes(48).toString('base64url')}`,
+        refresh_token: `refresh-${randomBytes(48).toString('base64url')}`,
+        token_type: 'DPoP',
+        // Fresh for the whole run: no restore refreshes.
+        expires_at: new Date(Date.now() + 10 * 3_600_000).toISOString(),
+      },
+    } as unknown as NodeSavedSession;
+    await sessionStore.set(did, value);
+    dids.push(did);
+  }
+  const rows = (await dataSource.query('SELECT id FROM atproto_app_session')) as Array<{
+    id: string;
+  }>;
+  if (rows.length !== SESSIONS) throw new Error(`seeded ${rows.length} app sessions`);
+  return {
+    dialect,
+    app,
+    dataSource,
+    appStore: app.get<AppSessionStore>(AT_PROTO_APP_SESSION_STORE),
+    auth: app.get(AtProtoAuthService),
+    keyRing: getInstalledKeyRing()!,
+    appSessionIds: rows.map((r) => r.id),
+    dids,
+    close: async () => {
+      await app.close();
+      await db.drop();
+      await deleteRedisKeys(prefix).catch(() => undefined);
+    },
+  };
+}
+
+async function deleteRedisKeys(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true });
+  await redis.connect();
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+// --- the baselines --------------------------------------------------------------------------
+
+/** The columns of one app-session row as a driver hands them back. */
+interface AppSessionRow {
+  id: string;
+  did: string;
+  created_at: string | number;
+  expires_at: string | number;
+  last_seen_at: string | number;
+  revoked_at: string | number | null;
+  user_agent: string | null;
+}
+
+const APP_SESSION_COLUMNS = 'id, did, created_at, expires_at, last_seen_at, revoked_at, user_agent';
+
+function toRecord(r: AppSessionRow): AppSessionRecord {
+  return {
+    id: r.id,
+    did: r.did,
+    createdAt: new Date(Number(r.created_at)),
+    expiresAt: new Date(Number(r.expires_at)),
+    lastSeenAt: new Date(Number(r.last_seen_at)),
+    revokedAt: r.revoked_at === null ? null : new Date(Number(r.revoked_at)),
+    userAgent: r.user_agent,
+  };
+}
+
+interface PgPool {
+  query<R>(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: R[] }>;
+}
+interface SqliteStatement {
+  get(...params: unknown[]): unknown;
+}
+
+/**
+ * A primary-key read through the DataSource's own driver and pool, with no ORM: a named
+ * (server-side prepared) statement on PostgreSQL, a prepared statement on better-sqlite3.
+ */
+function rawPkRead<R>(
+  ds: DataSource,
+  dialect: Dialect,
+  sql: string,
+): (key: string) => Promise<R | undefined> {
+  if (dialect === 'postgres') {
+    const pool = (ds.driver as unknown as { master: PgPool }).master;
+    const name = `bench_${createHash('sha256').update(sql).digest('hex').slice(0, 16)}`;
+    return async (key) => (await pool.query<R>({ name, text: sql, values: [key] })).rows[0];
+  }
+  const db = (
+    ds.driver as unknown as { databaseConnection: { prepare(sql: string): SqliteStatement } }
+  ).databaseConnection;
+  const statement = db.prepare(sql.replace('$1', '?'));
+  return async (key) => statement.get(key) as R | undefined;
+}
+
+interface OAuthSessionRow {
+  token_set: unknown;
+  dpop_key: unknown;
+  auth_method: string;
+}
+
+/** A `json` column's value: parsed by pg (the envelope string), JSON text on SQLite. */
+function envelopeOf(raw: unknown): string {
+  const text = Buffer.isBuffer(raw) ? raw.toString('utf8') : raw;
+  if (typeof text !== 'string') throw new TypeError('not a string column');
+  return text.startsWith('"') ? (JSON.parse(text) as string) : text;
+}
+
+// --- measuring ------------------------------------------------------------------------------
+
+interface Variant {
+  id: string;
+  /** One operation on the `i`th key of the round's sequence. */
+  run(key: string): Promise<unknown>;
+}
+
+interface RoundResult {
+  p50: number;
+  p99: number;
+  opsPerS: number;
+}
+
+const percentile = (sorted: Float64Array, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+async function measure(
+  variant: Variant,
+  keys: string[],
+  concurrency: number,
+): Promise<RoundResult> {
+  const latencies = new Float64Array(keys.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < keys.length; i = next++) {
+      const t0 = performance.now();
+      await variant.run(keys[i]!);
+      latencies[i] = (performance.now() - t0) * 1000;
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = performance.now() - t0;
+  latencies.sort();
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    opsPerS: (keys.length * 1000) / elapsed,
+  };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+const fmt = (n: number, digits = 0) =>
+  n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) =>
+    `| ${r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const sep = `| ${widths.map((w, i) => (i === 0 ? '-'.repeat(w) : `${'-'.repeat(w - 1)}:`)).join(' | ')} |`;
+  return [line(rows[0]!), sep, ...rows.slice(1).map(line)].join('\n');
+}
+
+interface Comparison {
+  label: string;
+  subject: Variant;
+  baseline: Variant;
+  keys: string[];
+}
+
+type Results = Record<string, Record<number, { subject: RoundResult[]; baseline: RoundResult[] }>>;
+
+async function compare(comparisons: Comparison[]): Promise<Results> {
+  const results: Results = {};
+  for (const c of comparisons) {
+    results[c.label] = {};
+    for (const n of CONCURRENCY) results[c.label]![n] = { subject: [], baseline: [] };
+    // Warm-up: JIT, pools, prepared statements, the OAuth client's metadata cache.
+    const warm = c.keys.slice(0, Math.min(c.keys.length, SMOKE ? 20 : 500));
+    for (const v of [c.subject, c.baseline]) await measure(v, warm, 10);
+  }
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const c of comparisons) {
+      for (const n of CONCURRENCY) {
+        // The same random sequence for both sides; a new one each round.
+        const keys = Array.from({ length: OPS }, () => c.keys[randomInt(c.keys.length)]!);
+        const order =
+          r % 2 === 0 ? (['subject', 'baseline'] as const) : (['baseline', 'subject'] as const);
+        for (const side of order) {
+          const result = await measure(c[side], keys, n);
+          results[c.label]![n]![side].push(result);
+        }
+        const last = results[c.label]![n]!;
+        const s = last.subject.at(-1)!;
+        const b = last.baseline.at(-1)!;
+        console.log(
+          `round ${r + 1}/${ROUNDS} ${c.label} ×${n}: ${c.subject.id} p50 ${fmt(s.p50)} µs p99 ${fmt(s.p99)} µs, ` +
+            `${c.baseline.id} p50 ${fmt(b.p50)} µs p99 ${fmt(b.p99)} µs, ` +
+            `ratio p50 ${fmt(s.p50 / b.p50, 2)}× p99 ${fmt(s.p99 / b.p99, 2)}×`,
+        );
+      }
+    }
+  }
+  return results;
+}
+
+function report(results: Results): string {
+  const rows: string[][] = [
+    [
+      'comparison',
+      'callers',
+      'module p50 µs',
+      'baseline p50 µs',
+      'ratio p50 (range)',
+      'module p99 µs',
+      'baseline p99 µs',
+      'ratio p99 (range)',
+      'module ops/s',
+      'baseline ops/s',
+    ],
+  ];
+  for (const [label, byN] of Object.entries(results)) {
+    for (const [n, { subject, baseline }] of Object.entries(byN)) {
+      const r50 = subject.map((s, i) => s.p50 / baseline[i]!.p50);
+      const r99 = subject.map((s, i) => s.p99 / baseline[i]!.p99);
+      rows.push([
+        label,
+        n,
+        fmt(median(subject.map((s) => s.p50))),
+        fmt(median(baseline.map((s) => s.p50))),
+        `**${fmt(median(r50), 2)}×** (${fmt(Math.min(...r50), 2)}–${fmt(Math.max(...r50), 2)})`,
+        fmt(median(subject.map((s) => s.p99))),
+        fmt(median(baseline.map((s) => s.p99))),
+        `**${fmt(median(r99), 2)}×** (${fmt(Math.min(...r99), 2)}–${fmt(Math.max(...r99), 2)})`,
+        fmt(median(subject.map((s) => s.opsPerS))),
+        fmt(median(baseline.map((s) => s.opsPerS))),
+      ]);
+    }
+  }
+  return table(rows);
+}
+
+// --- the run --------------------------------------------------------------------------------
+
+function version(pkg: string): string {
+  return (
+    JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as {
+      version: string;
+    }
+  ).version;
+}
+
+async function checks(s: Setup, get: (id: string) => Promise<AppSessionRecord | undefined>) {
+  // The two sides of each comparison must do the same work: compare what they return.
+  for (const id of s.appSessionIds.slice(0, 200)) {
+    const [a, b] = [await s.appStore.get(id), await get(id)];
+    if (!a || !isDeepStrictEqual(a, b)) {
+      throw new Error(`${s.dialect}: the store and the raw read disagree on app session ${id}`);
+    }
+  }
+  if ((await s.appStore.get('0'.repeat(64))) !== undefined) throw new Error('unknown id found');
+  const session = await s.auth.restore(s.dids[0]!);
+  if (session.did !== s.dids[0]) throw new Error(`${s.dialect}: restore returned another DID`);
+}
+
+async function main(): Promise<void> {
+  // Nest's own logger: warnings only (the module warns about the loopback test server).
+  Logger.overrideLogger(['error']);
+  const fake = await startFakeAuthorizationServer();
+  const all: Record<string, Results> = {};
+  const setups: Setup[] = [];
+  try {
+    console.log(
+      `cpu: ${cpus()[0]?.model ?? '?'} × ${availableParallelism()}, load average ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}\nnode ${process.versions.node}, typeorm ${version('typeorm')}, pg ${version(
+        'pg',
+      )}, better-sqlite3 ${version('better-sqlite3')}, @atproto/oauth-client ${version(
+        '@atproto/oauth-client',
+      )}, jose ${version('jose')}, ioredis ${version('ioredis')}`,
+    );
+    const comparisons: Comparison[] = [];
+    for (const dialect of DIALECTS) {
+      const t0 = Date.now();
+      const s = await setUp(dialect, fake.origin, fake.host);
+      setups.push(s);
+      if (dialect === 'postgres') {
+        const [row] = (await s.dataSource.query('SHOW server_version')) as Array<{
+          server_version: string;
+        }>;
+        console.log(`PostgreSQL ${row?.server_version}`);
+      }
+      console.log(
+        `${dialect}: ${fmt(SESSIONS)} app sessions, ${fmt(DIDS)} OAuth sessions seeded in ${fmt(
+          (Date.now() - t0) / 1000,
+          1,
+        )} s`,
+      );
+      const appRow = rawPkRead<AppSessionRow>(
+        s.dataSource,
+        dialect,
+        `SELECT ${APP_SESSION_COLUMNS} FROM atproto_app_session WHERE id = $1`,
+      );
+      const rawGet = async (id: string) => {
+        const row = await appRow(id);
+        return row ? toRecord(row) : undefined;
+      };
+      const oauthRow = rawPkRead<OAuthSessionRow>(
+        s.dataSource,
+        dialect,
+        'SELECT token_set, dpop_key, auth_method FROM atproto_oauth_session WHERE did = $1',
+      );
+      const ring = s.keyRing;
+      await checks(s, rawGet);
+      if (PARTS.includes('get')) {
+        comparisons.push({
+          label: `get ${dialect}`,
+          subject: { id: 'store.get', run: (id) => s.appStore.get(id) },
+          baseline: { id: 'raw', run: rawGet },
+          keys: s.appSessionIds,
+        });
+      }
+      if (PARTS.includes('restore')) {
+        comparisons.push({
+          label: `restore ${dialect}`,
+          subject: { id: 'restore', run: (did) => s.auth.restore(did) },
+          baseline: {
+            id: 'read+decrypt+import',
+            run: async (did) => {
+              const row = (await oauthRow(did))!;
+              const tokenSet = JSON.parse(
+                ring.decrypt(envelopeOf(row.token_set), 'atproto_oauth_session.token_set'),
+              ) as { sub: string };
+              const jwk = JSON.parse(
+                ring.decrypt(envelopeOf(row.dpop_key), 'atproto_oauth_session.dpop_key'),
+              ) as Parameters<typeof JoseKey.fromJWK>[0];
+              const key = await JoseKey.fromJWK(jwk);
+              return { tokenSet, key, authMethod: JSON.parse(row.auth_method) as unknown };
+            },
+          },
+          keys: s.dids,
+        });
+      }
+    }
+    const results = await compare(comparisons);
+    all.results = results;
+    console.log(
+      `\nbench/miss: ${SMOKE ? 'smoke (one short round: the figures mean nothing)' : `${ROUNDS} rounds`} of ` +
+        `${fmt(OPS)} reads per variant and concurrency, random rows; p50/p99: median over the ` +
+        'rounds; ratio: module / baseline within each round, median (least–most).\n',
+    );
+    console.log(report(results));
+    if (args.json) writeFileSync(args.json, JSON.stringify(all, null, 2));
+  } finally {
+    for (const s of setups) await s.close().catch((e: unknown) => console.error(e));
+    await fake.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error('bench/miss failed:', error);
+    process.exit(1);
+  },
+);
