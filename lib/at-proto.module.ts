@@ -16,6 +16,7 @@ import { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
 import { AppSessionService } from './session/app-session.service.js';
 import { AtProtoApiKeyService } from './api-keys/api-key.service.js';
 import { AtProtoNativeService } from './native/native.service.js';
+import { AtProtoServiceAuthService } from './service-auth/service-auth.service.js';
 
 /**
  * AT Protocol (Bluesky) OAuth login for a NestJS app: the OAuth client, its routes
@@ -50,6 +51,7 @@ import { AtProtoNativeService } from './native/native.service.js';
     AtProtoCleanupService,
     AtProtoNativeService,
     AtProtoApiKeyService,
+    AtProtoServiceAuthService,
   ],
 })
 export class AtProtoModule extends AtProtoConfigurableModule {}

@@ -57,6 +57,7 @@ import type {
 import { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
 import type { ResolvedAtProtoOptions } from './options/resolved-options.js';
 import { AppSessionService } from './session/app-session.service.js';
+import { AtProtoServiceAuthService } from './service-auth/service-auth.service.js';
 import {
   MemoryAppSessionStore,
   MemorySessionStore,
@@ -228,6 +229,8 @@ export const atProtoProviders: Provider[] = [
     useFactory: (s: Stores) => s.apiKeys,
   },
   AtProtoApiKeyService,
+  // Outbound service-auth tokens, cached (shared through Redis when configured).
+  AtProtoServiceAuthService,
   AtProtoExceptionFilter,
   { provide: APP_FILTER, useExisting: AtProtoExceptionFilter },
   AtProtoSessionErrorInterceptor,

@@ -148,6 +148,13 @@ export {
   type ReencryptTableCounts,
 } from './storage/reencrypt.js';
 
+export {
+  AtProtoServiceAuthService,
+  type AtProtoServiceTokenRequest,
+} from './service-auth/service-auth.service.js';
+export type { AtProtoServiceAuthStats } from './service-auth/service-token-cache.js';
+export type { AtProtoServiceAuthOptions } from './service-auth/service-auth-options.js';
+
 export * from './errors/index.js';
 
 /** The OAuth session type `@AtProtoSession()` injects (from `@atproto/oauth-client-node`). */

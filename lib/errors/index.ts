@@ -5,3 +5,4 @@ export * from './at-proto-key-ring-unavailable.error.js';
 export * from './at-proto-store.error.js';
 export * from './at-proto-http.errors.js';
 export * from './at-proto-lock.error.js';
+export * from './at-proto-service-auth.error.js';

@@ -1,6 +1,7 @@
 import type { AtProtoApiKeyOptions } from '../api-keys/api-key-options.js';
 import type { AtProtoCredentialKind } from '../credentials/credentials.js';
 import type { AtProtoNativeOptions } from '../native/native-options.js';
+import type { AtProtoServiceAuthOptions } from '../service-auth/service-auth-options.js';
 import type { KeyRingOptions } from '../crypto/key-ring.js';
 import type { TransientRetryOptions } from '../storage/transient-retry.js';
 
@@ -231,6 +232,12 @@ export interface AtProtoModuleOptions {
   native?: AtProtoNativeOptions;
   /** API keys for bots and services (see docs/api-keys.md). */
   apiKeys?: AtProtoApiKeyOptions;
+  /**
+   * The cache of service-auth tokens that `AtProtoServiceAuthService` gets from users' PDSes
+   * for calls to other AT Protocol services (see docs/service-auth.md). With `redis` the
+   * cache is shared by every instance.
+   */
+  serviceAuth?: AtProtoServiceAuthOptions;
   /**
    * Which credentials a route accepts unless `@AtProtoCredentials()` says otherwise.
    * @default { allow: ['cookie', 'bearer'] }

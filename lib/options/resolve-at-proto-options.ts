@@ -9,6 +9,7 @@ import { KeyRing } from '../crypto/key-ring.js';
 import { parsePrivateHost } from '../oauth/outbound-fetch.js';
 import { resolveApiKeyOptions } from '../api-keys/api-key-options.js';
 import { resolveNativeOptions } from '../native/native-options.js';
+import { resolveServiceAuthOptions } from '../service-auth/service-auth-options.js';
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
 import type {
   AtProtoModuleExtras,
@@ -197,6 +198,7 @@ const optionsSchema = z.object({
     .optional(),
   native: z.unknown().optional(),
   apiKeys: z.unknown().optional(),
+  serviceAuth: z.unknown().optional(),
   credentials: z
     .object({
       allow: z
@@ -351,6 +353,7 @@ export async function resolveAtProtoOptions(
   const trustedOrigins = resolveTrustedOrigins(input, publicUrl, problems);
   const native = resolveNativeOptions(input.native, problems);
   const apiKeys = resolveApiKeyOptions(input.apiKeys, problems);
+  const serviceAuth = resolveServiceAuthOptions(input.serviceAuth, problems);
 
   if (problems.length > 0 || !publicUrl) throw new AtProtoConfigError(problems);
 
@@ -458,6 +461,7 @@ export async function resolveAtProtoOptions(
     privateHosts: (input.dangerouslyAllowPrivateHosts ?? []).map((h) => h.toLowerCase()),
     native,
     apiKeys,
+    serviceAuth,
     credentialsAllow: input.credentials?.allow ?? ['cookie', 'bearer'],
     trustedOrigins,
   };

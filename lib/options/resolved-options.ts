@@ -1,6 +1,7 @@
 import type { ResolvedApiKeyOptions } from '../api-keys/api-key-options.js';
 import type { AtProtoCredentialKind } from '../credentials/credentials.js';
 import type { ResolvedNativeOptions } from '../native/native-options.js';
+import type { ResolvedServiceAuthOptions } from '../service-auth/service-auth-options.js';
 import type { OAuthClientMetadataInput } from '@atproto/oauth-client-node';
 import type { Key } from '@atproto/oauth-client-node';
 import type { KeyRing } from '../crypto/key-ring.js';
@@ -76,6 +77,8 @@ export interface ResolvedAtProtoOptions {
   /** Native and CLI apps, when configured. */
   readonly native: ResolvedNativeOptions | undefined;
   readonly apiKeys: ResolvedApiKeyOptions;
+  /** The cache of outbound service-auth tokens. */
+  readonly serviceAuth: ResolvedServiceAuthOptions;
   /** Credentials routes accept by default. */
   readonly credentialsAllow: readonly AtProtoCredentialKind[];
   /** Origins of single-page apps on another origin that use the cookie flow. */
