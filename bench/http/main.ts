@@ -16,12 +16,17 @@
  *   npm run bench -- --profile          `--cpu-prof` of the cookie hit path and its
  *                                       baselines, with allocations and promises per request
  *   npm run bench -- --micro            the in-process micro-benchmarks (bench/*.bench.ts)
+ *   npm run bench -- --memory           the cookie/PostgreSQL server's memory (RSS, heap used
+ *                                       after a forced GC) once every seeded session has been
+ *                                       requested once, by its own cookie, with the default
+ *                                       `cacheMaxEntries` and with 10,000
  * Options: --rounds N (3), --duration S (10), --warmup S (3), --connections N (50),
- *          --sessions N (100000 seeded app sessions), --only id,id, --json FILE.
+ *          --sessions N (100000 seeded app sessions), --only id,id, --json FILE;
+ *          with --memory: --rounds N (1), --bound N (10000), --connections N (16).
  * @internal
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +34,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
+import { Pool } from 'undici';
 import { DataSource, type DataSourceOptions } from 'typeorm';
 import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../../test/support/databases.js';
@@ -42,6 +48,7 @@ import {
 import {
   type ControlMessage,
   type HeapMessage,
+  type MemoryMessage,
   type ReadyMessage,
   type ServerConfig,
   type StatsMessage,
@@ -61,19 +68,21 @@ const { values: args } = parseArgs({
     smoke: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     micro: { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '3' },
+    memory: { type: 'boolean', default: false },
+    bound: { type: 'string', default: '10000' },
+    rounds: { type: 'string' },
     duration: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
-    connections: { type: 'string', default: '50' },
+    connections: { type: 'string' },
     sessions: { type: 'string', default: '100000' },
     only: { type: 'string' },
     json: { type: 'string' },
   },
 });
-const ROUNDS = Number(args.rounds);
+const ROUNDS = Number(args.rounds ?? (args.memory ? 1 : 3));
 const DURATION = Number(args.duration);
 const WARMUP = Number(args.warmup);
-const CONNECTIONS = Number(args.connections);
+const CONNECTIONS = Number(args.connections ?? (args.memory ? 16 : 50));
 const SESSIONS = Number(args.sessions);
 
 // --- processes ------------------------------------------------------------------------------
@@ -221,9 +230,20 @@ interface Databases {
 }
 
 /**
+ * The cookie token of seeded app session `n` (1-based) in PostgreSQL: base64url of the
+ * SHA-256 of `bench-session-<n>`, 43 characters like a real token. The seed stores the
+ * SHA-256 of that token as the session id, as `AppSessionService` does, so that the memory
+ * run can sign in as every seeded session.
+ */
+function seededToken(n: number): string {
+  return createHash('sha256').update(`bench-session-${n}`).digest('base64url');
+}
+
+/**
  * Fresh PostgreSQL and SQLite databases, migrated, each holding `SESSIONS` live app
  * sessions over `SESSIONS / 5` DIDs, inserted by SQL inside the database (as the cleanup
- * tests seed theirs), so that the guard reads from a table of realistic size.
+ * tests seed theirs), so that the guard reads from a table of realistic size. In
+ * PostgreSQL their tokens are known ({@link seededToken}).
  */
 async function setUpDatabases(specs: readonly VariantSpec[]): Promise<Databases> {
   const drops: Array<() => Promise<void>> = [];
@@ -248,9 +268,12 @@ async function setUpDatabases(specs: readonly VariantSpec[]): Promise<Databases>
     try {
       const dids = Math.max(1, Math.floor(SESSIONS / 5));
       if (dialect === 'postgres') {
+        // The token as seededToken() makes it (base64 with '-_' and no padding), then its
+        // SHA-256 in hex as the id.
         await ds.query(
           `INSERT INTO atproto_app_session (id, did, created_at, expires_at, last_seen_at, revoked_at, user_agent)
-           SELECT md5(n::text) || md5((n + 7)::text), 'did:web:u' || (n % ${dids})::text || '.example',
+           SELECT encode(sha256(convert_to(rtrim(translate(encode(sha256(convert_to('bench-session-' || n::text, 'UTF8')), 'base64'), '+/', '-_'), '='), 'UTF8')), 'hex'),
+                  'did:web:u' || (n % ${dids})::text || '.example',
                   ${now - DAY}, ${now + 20 * DAY}, ${now - 60_000}, NULL, 'bench'
            FROM generate_series(1, ${SESSIONS}) AS s(n)`,
         );
@@ -646,6 +669,266 @@ async function profileRun(db: Databases, redisPrefix: string): Promise<void> {
   console.log(`profiles: ${readdirSync(dir).join(', ')}`);
 }
 
+// --- memory of the session cache -------------------------------------------------------
+
+interface MemoryPoint {
+  /** Distinct seeded sessions requested so far (one request each). */
+  requested: number;
+  memory: MemoryMessage;
+}
+
+interface MemoryRun {
+  /** `appSession.cacheMaxEntries`, or undefined for the default. */
+  maxEntries: number | undefined;
+  round: number;
+  points: MemoryPoint[];
+  /** Seconds the requests took (all of them, settling included). */
+  seconds: number;
+  /** The cache check: sessions requested again, and how many of them the server read. */
+  sampled: number;
+  reads: number;
+  /** How many of the sampled sessions the bound must have evicted. */
+  expectedReads: number;
+}
+
+/** The default of `appSession.cacheMaxEntries` (lib/options/resolve-at-proto-options.ts). */
+const DEFAULT_MAX_ENTRIES = 100_000;
+/** The memory run keeps entries alive this long (`appSession.invalidatedCacheTtl`). */
+const MEMORY_RUN_TTL_MS = 3_600_000;
+/** And `appSession.cacheTtl`, at its maximum. */
+const MEMORY_RUN_SHORT_TTL_MS = 60_000;
+const MB = 1024 * 1024;
+
+/**
+ * One request per seeded session, `from` to `to` (1-based, inclusive), each with the
+ * session's own cookie, `CONNECTIONS` at a time; every answer must be 200 with the
+ * session's DID.
+ */
+async function requestSessions(
+  pool: Pool,
+  cookieName: string,
+  from: number,
+  to: number,
+): Promise<void> {
+  const dids = Math.max(1, Math.floor(SESSIONS / 5));
+  let next = from;
+  const worker = async () => {
+    while (next <= to) {
+      const n = next++;
+      const res = await pool.request({
+        path: '/me',
+        method: 'GET',
+        headers: { cookie: `${cookieName}=${seededToken(n)}` },
+      });
+      const body = await res.body.text();
+      const did = res.statusCode === 200 ? (JSON.parse(body) as { did?: unknown }).did : undefined;
+      if (did !== `did:web:u${n % dids}.example`) {
+        throw new Error(`seeded session ${n}: got ${res.statusCode} ${body.slice(0, 200)}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: CONNECTIONS }, worker));
+}
+
+/**
+ * Waits until the server's writes have drained: the guard records activity without
+ * awaiting it, so queued `lastSeenAt` updates (and their promises) would otherwise count
+ * as memory of the cache. Quiet means at most the revocation cursor's polls.
+ */
+async function settle(server: RunningServer): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  let before = await server.stats();
+  for (;;) {
+    await sleep(500);
+    const after = await server.stats();
+    if (after.queries - before.queries <= 2) return;
+    if (Date.now() > deadline) throw new Error('the server kept writing for 60 s');
+    before = after;
+  }
+}
+
+async function memoryOnce(
+  db: Databases,
+  redisPrefix: string,
+  maxEntries: number | undefined,
+  round: number,
+): Promise<MemoryRun> {
+  const spec = VARIANTS.find((v) => v.id === 'cookie-hit-pg')!;
+  // Every run starts from the seeded state: each first request records activity (one
+  // write), as in the first run.
+  const ds = new DataSource(db.postgres!);
+  await ds.initialize();
+  await ds.query('UPDATE atproto_app_session SET last_seen_at = $1', [Date.now() - 60_000]);
+  await ds.query('VACUUM ANALYZE atproto_app_session');
+  await ds.destroy();
+  const server = await startServer(
+    spec,
+    {
+      variant: spec.id,
+      database: db.postgres,
+      redisPrefix,
+      appSession: {
+        // The long lifetime needs the revocation cursor's proof at the moment of the read;
+        // a read made while a poll was late gets `cacheTtl`, the longest allowed here.
+        cacheTtl: MEMORY_RUN_SHORT_TTL_MS,
+        invalidatedCacheTtl: MEMORY_RUN_TTL_MS,
+        ...(maxEntries === undefined ? {} : { cacheMaxEntries: maxEntries }),
+      },
+    },
+    ['--expose-gc'],
+  );
+  const pool = new Pool(`http://127.0.0.1:${server.ready.port}`, { connections: CONNECTIONS });
+  try {
+    await checkAnswers(server);
+    const cookieName = server.ready.valid.cookie!.split('=')[0]!;
+    await settle(server);
+    const first = await server.call<MemoryMessage>({ type: 'memory' }, 'memory');
+    if (!first.gcForced) throw new Error('the server has no gc(): it must run with --expose-gc');
+    const points: MemoryPoint[] = [{ requested: 0, memory: first }];
+    const bound = Number(args.bound);
+    const marks = [
+      ...new Set(
+        [0.1, 0.25, 0.5, 1]
+          .map((f) => Math.round(f * SESSIONS))
+          .concat(bound < SESSIONS ? [bound] : [])
+          .filter((n) => n > 0),
+      ),
+    ].sort((a, b) => a - b);
+    const started = Date.now();
+    let done = 0;
+    for (const mark of marks) {
+      await requestSessions(pool, cookieName, done + 1, mark);
+      done = mark;
+      await settle(server);
+      points.push({
+        requested: done,
+        memory: await server.call<MemoryMessage>({ type: 'memory' }, 'memory'),
+      });
+    }
+    const seconds = (Date.now() - started) / 1000;
+    // Were they all cached? 1,000 of them again, spread over the whole range: a hit reads
+    // nothing; with the bound, all but the most recently used `maxEntries` were evicted.
+    // Newest first, so that a miss re-cached here evicts none of the sample still to come.
+    const sampled = Math.min(1000, SESSIONS);
+    const sample = Array.from({ length: sampled }, (_, i) =>
+      Math.min(SESSIONS, Math.floor(((i + 0.5) * SESSIONS) / sampled) + 1),
+    ).reverse();
+    const kept = maxEntries ?? DEFAULT_MAX_ENTRIES;
+    const expectedReads = sample.filter((n) => n <= SESSIONS - kept).length;
+    const s0 = await server.stats();
+    for (const n of sample) await requestSessions(pool, cookieName, n, n);
+    const s1 = await server.stats();
+    return {
+      maxEntries,
+      round,
+      points,
+      seconds,
+      sampled,
+      reads: s1.sessionReads - s0.sessionReads,
+      expectedReads,
+    };
+  } finally {
+    await pool.close();
+    await server.exit();
+  }
+}
+
+async function memoryRun(db: Databases, redisPrefix: string): Promise<void> {
+  const bound = Number(args.bound);
+  const configs: Array<number | undefined> = [undefined, bound];
+  const label = (m: number | undefined) =>
+    m === undefined ? `${fmt(DEFAULT_MAX_ENTRIES)} (default)` : fmt(m);
+  const runs: MemoryRun[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = r % 2 === 0 ? configs : [...configs].reverse();
+    for (const maxEntries of order) {
+      const run = await memoryOnce(db, redisPrefix, maxEntries, r);
+      runs.push(run);
+      const last = run.points.at(-1)!.memory;
+      console.log(
+        `round ${r + 1}/${ROUNDS}, cacheMaxEntries ${label(maxEntries)}: ` +
+          `${fmt(run.points.at(-1)!.requested)} sessions in ${fmt(run.seconds, 1)} s, ` +
+          `RSS ${fmt(run.points[0]!.memory.rss / MB, 1)} → ${fmt(last.rss / MB, 1)} MB, ` +
+          `heap used ${fmt(run.points[0]!.memory.heapUsed / MB, 1)} → ${fmt(last.heapUsed / MB, 1)} MB; ` +
+          `cache check: ${run.reads} of ${run.sampled} read again (expected ${run.expectedReads})`,
+      );
+    }
+  }
+  console.log(
+    `
+npm run bench -- ${process.argv.slice(2).join(' ')}: the cookie/PostgreSQL server ` +
+      `(${variantById('cookie-hit-pg').label}) with --expose-gc, appSession.invalidatedCacheTtl ` +
+      `${MEMORY_RUN_TTL_MS / 60_000} min and cacheTtl ${MEMORY_RUN_SHORT_TTL_MS / 1000} s (the long one granted through the database revocation cursor, no ` +
+      `Redis) so that no entry expires during the run; one GET /me per seeded session with its ` +
+      `own cookie, ${CONNECTIONS} at a time, in order; memory after the writes settled and ` +
+      `two forced full GCs (process.memoryUsage()); medians over ${ROUNDS} round(s). ` +
+      `Δ: from the booted app (one request served) to that point; B/session: Δ heap used ` +
+      `over the sessions requested.
+`,
+  );
+  const rows: string[][] = [
+    [
+      'cacheMaxEntries',
+      'sessions requested',
+      'RSS MB',
+      'Δ RSS MB',
+      'heap used MB',
+      'Δ heap MB',
+      'heap total MB',
+      'B/session (heap)',
+      'external MB',
+    ],
+  ];
+  for (const maxEntries of configs) {
+    const mine = runs.filter((x) => x.maxEntries === maxEntries);
+    for (let i = 0; i < mine[0]!.points.length; i++) {
+      const at = (f: (p: MemoryPoint, base: MemoryMessage) => number) =>
+        median(mine.map((x) => f(x.points[i]!, x.points[0]!.memory)));
+      const requested = mine[0]!.points[i]!.requested;
+      rows.push([
+        i === 0 ? label(maxEntries) : '',
+        fmt(requested),
+        fmt(at((p) => p.memory.rss) / MB, 1),
+        i === 0 ? '' : fmt(at((p, b) => p.memory.rss - b.rss) / MB, 1),
+        fmt(at((p) => p.memory.heapUsed) / MB, 1),
+        i === 0 ? '' : fmt(at((p, b) => p.memory.heapUsed - b.heapUsed) / MB, 1),
+        fmt(at((p) => p.memory.heapTotal) / MB, 1),
+        i === 0 ? '' : fmt(at((p, b) => (p.memory.heapUsed - b.heapUsed) / p.requested)),
+        fmt(at((p) => p.memory.external) / MB, 1),
+      ]);
+    }
+  }
+  console.log(table(rows));
+  // What the cache itself holds: both servers served the same requests, only the bound
+  // differs, so the difference at the end is the entries beyond the bound.
+  const end = (m: number | undefined, f: (x: MemoryMessage) => number) =>
+    median(runs.filter((x) => x.maxEntries === m).map((x) => f(x.points.at(-1)!.memory)));
+  const extra = SESSIONS - Math.min(bound, SESSIONS);
+  const heapShare = end(undefined, (x) => x.heapUsed) - end(bound, (x) => x.heapUsed);
+  console.log(
+    `\nthe cache's share at ${fmt(SESSIONS)} sessions (default bound minus ${fmt(bound)}, ` +
+      `${fmt(extra)} entries more): RSS ${fmt((end(undefined, (x) => x.rss) - end(bound, (x) => x.rss)) / MB, 1)} MB, ` +
+      `heap used ${fmt(heapShare / MB, 1)} MB (${fmt(heapShare / Math.max(1, extra))} B/entry)`,
+  );
+  for (const maxEntries of configs) {
+    const mine = runs.filter((x) => x.maxEntries === maxEntries);
+    console.log(
+      `cache check, cacheMaxEntries ${label(maxEntries)}: of ${mine[0]!.sampled} sessions ` +
+        `spread over the ${fmt(SESSIONS)} requested again, ${mine.map((x) => x.reads).join(', ')} ` +
+        `read from the database (expected ${mine[0]!.expectedReads}: those evicted by the bound)`,
+    );
+    if (mine.some((x) => x.reads > x.expectedReads)) {
+      console.log(
+        'warning: more reads than the bound explains: entries expired or were dropped during ' +
+          'the run (a lapse of the revocation cursor drops every cache): the figures undercount',
+      );
+    }
+  }
+  if (args.json) writeFileSync(args.json, JSON.stringify(runs, null, 2));
+}
+
+const variantById = (id: VariantId) => VARIANTS.find((v) => v.id === id)!;
+
 async function micro(): Promise<number> {
   const jest = join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js');
   const child = spawn(
@@ -680,15 +963,21 @@ async function main(): Promise<void> {
     : undefined;
   console.log(environment());
   const redisPrefix = `bench-http-${randomBytes(4).toString('hex')}:`;
-  const specs = args.profile
-    ? selected(['unguarded', 'atproto-public', 'cookie-hit-pg'])
-    : selected(VARIANTS.map((v) => v.id));
+  const specs = args.memory
+    ? [variantById('cookie-hit-pg')]
+    : args.profile
+      ? selected(['unguarded', 'atproto-public', 'cookie-hit-pg'])
+      : selected(VARIANTS.map((v) => v.id));
   const db = await setUpDatabases(specs);
   let servers: RunningServer[] = [];
   try {
     console.log(`${await serviceVersions(db)}; ${fmt(SESSIONS)} app sessions seeded`);
     if (args.profile) {
       await profileRun(db, redisPrefix);
+      return;
+    }
+    if (args.memory) {
+      await memoryRun(db, redisPrefix);
       return;
     }
     servers = await startAll(specs, db, redisPrefix);

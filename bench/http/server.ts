@@ -49,6 +49,7 @@ import {
   type ControlMessage,
   type Headers,
   type HeapProfileNode,
+  type MemoryMessage,
   type ReadyMessage,
   type ServerConfig,
   type StatsMessage,
@@ -182,8 +183,22 @@ const TOKEN_SECRET = randomBytes(32).toString('base64');
  * logging options): how often a "cache hit" variant still reads the database.
  */
 let queries = 0;
+/**
+ * Reads of one app session by id: what the guard does on a miss of its cache (the
+ * revocation cursor also reads the table, by `revoked_at`, and is not one).
+ */
+let sessionReads = 0;
 const countingLogger: Logger = {
-  logQuery: () => void queries++,
+  logQuery: (query) => {
+    queries++;
+    if (
+      query.startsWith('SELECT') &&
+      query.includes('"atproto_app_session"') &&
+      !query.includes('"revoked_at" >')
+    ) {
+      sessionReads++;
+    }
+  },
   logQueryError: (error) => console.error('query failed:', error),
   logQuerySlow: () => undefined,
   logSchemaBuild: () => undefined,
@@ -205,7 +220,10 @@ function atProtoModule(controller: new () => object): DynamicModule {
       AtProtoModule.forRoot({
         publicUrl: 'http://127.0.0.1:3999',
         encryption: { activeKeyId: 'k', keys: { k: randomBytes(32).toString('base64') } },
-        appSession: spec!.cacheTtl === undefined ? {} : { cacheTtl: spec!.cacheTtl },
+        appSession: {
+          ...(spec!.cacheTtl === undefined ? {} : { cacheTtl: spec!.cacheTtl }),
+          ...config.appSession,
+        },
         // Cleanup's own cost is not what this benchmark measures (and would hit the
         // seeded tables in the middle of a round).
         cleanup: { enabled: false },
@@ -387,12 +405,32 @@ async function main(): Promise<void> {
             cpu: process.cpuUsage(),
             requests,
             queries,
+            sessionReads,
             elu: { idle: elu.idle, active: elu.active },
             gc: { ...gc },
             hrtimeUs: Number(process.hrtime.bigint() / 1000n),
             ...(process.env.BENCH_COUNT_PROMISES === '1' ? { promises } : {}),
           };
           send(stats);
+          break;
+        }
+        case 'memory': {
+          // Twice: the first full collection may leave what only finalizers released.
+          const gcForced = typeof globalThis.gc === 'function';
+          for (let i = 0; gcForced && i < 2; i++) {
+            globalThis.gc!({ type: 'major', execution: 'sync' });
+          }
+          const m = process.memoryUsage();
+          const memory: MemoryMessage = {
+            type: 'memory',
+            rss: m.rss,
+            heapUsed: m.heapUsed,
+            heapTotal: m.heapTotal,
+            external: m.external,
+            arrayBuffers: m.arrayBuffers,
+            gcForced,
+          };
+          send(memory);
           break;
         }
         case 'heap-start':

@@ -103,6 +103,8 @@ export interface ServerConfig {
   redisUrl?: string;
   /** Key prefix of express-session's store, unique to the run. */
   redisPrefix?: string;
+  /** Overrides of AtProtoModule's `appSession` cache options (the memory run's). */
+  appSession?: { cacheTtl?: number; cacheMaxEntries?: number; invalidatedCacheTtl?: number };
 }
 
 /** Request headers. */
@@ -129,6 +131,8 @@ export interface StatsMessage {
   requests: number;
   /** SQL statements TypeORM has run. */
   queries: number;
+  /** Of those, reads of one app session by id (a miss of the app-session cache). */
+  sessionReads: number;
   /** `performance.eventLoopUtilization()`, ms. */
   elu: { idle: number; active: number };
   /** Garbage collections and their total duration (ms). */
@@ -141,7 +145,25 @@ export interface StatsMessage {
 
 /** Driver → server. */
 export type ControlMessage =
-  { type: 'stats' } | { type: 'heap-start' } | { type: 'heap-stop' } | { type: 'exit' };
+  | { type: 'stats' }
+  | { type: 'memory' }
+  | { type: 'heap-start' }
+  | { type: 'heap-stop' }
+  | { type: 'exit' };
+
+/**
+ * Server → driver: `process.memoryUsage()` in bytes, after forced full garbage collections
+ * when the server runs with `--expose-gc` (`gcForced`), so that only what is retained counts.
+ */
+export interface MemoryMessage {
+  type: 'memory';
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  arrayBuffers: number;
+  gcForced: boolean;
+}
 
 /** Server → driver: a sampling heap profile (inspector `HeapProfiler.SamplingHeapProfile`). */
 export interface HeapMessage {
