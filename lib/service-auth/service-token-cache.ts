@@ -107,8 +107,12 @@ export class ServiceTokenCache {
       // Evicted on read: an expired token is never handed out, and need not wait for the sweep.
       if (entry) this.#entries.delete(id);
     }
-    const flightId = fresh ? `${id}\u0000fresh` : id;
-    const joined = this.#inFlight.get(flightId);
+    const freshId = `${id}\u0000fresh`;
+    const flightId = fresh ? freshId : id;
+    // A fresh mint in flight serves every caller; a plain one serves only plain callers (a
+    // fresh caller has seen the token refused and must not get it back from the cache).
+    const joined =
+      this.#inFlight.get(flightId) ?? (fresh ? undefined : this.#inFlight.get(freshId));
     if (joined) {
       this.#hits++;
       return joined;

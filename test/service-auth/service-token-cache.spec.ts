@@ -311,3 +311,42 @@ describe('with a shared store', () => {
     expect(m.calls()).toBe(1);
   });
 });
+
+describe('fresh mints', () => {
+  it('are joined by plain callers, but never join a plain mint', async () => {
+    const { clock, cache } = setup();
+    const gates: (() => void)[] = [];
+    let calls = 0;
+    const mint = async () => {
+      const n = ++calls;
+      await new Promise<void>((r) => gates.push(r));
+      return jwt({ exp: clock.seconds + 60, jti: `t${n}` });
+    };
+    const plain = cache.get(key(), mint);
+    const fresh = cache.get(key(), mint, true); // does not join the plain mint
+    const later = cache.get(key(), mint); // joins a mint in flight
+    for (const open of gates) open();
+    expect(calls).toBe(2);
+    expect(jti(await fresh)).toBe('t2');
+    expect(jti(await plain)).toBe('t1');
+    expect(['t1', 't2']).toContain(jti(await later));
+  });
+
+  it('serve plain callers that arrive while they are in flight', async () => {
+    const { clock, cache } = setup();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let calls = 0;
+    const mint = async () => {
+      calls++;
+      await gate;
+      return jwt({ exp: clock.seconds + 60, jti: `t${calls}` });
+    };
+    await cache.invalidate(DID);
+    const fresh = cache.get(key(), mint, true);
+    const plain = Array.from({ length: 10 }, () => cache.get(key(), mint));
+    release();
+    expect(new Set(await Promise.all([fresh, ...plain])).size).toBe(1);
+    expect(calls).toBe(1);
+  });
+});
