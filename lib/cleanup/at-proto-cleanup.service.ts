@@ -11,6 +11,7 @@ import {
   AT_PROTO_SESSION_STORE,
 } from '../at-proto.constants.js';
 import type { AtProtoSessionStore } from '../storage/store.interface.js';
+import { TypeOrmSessionStore } from '../storage/typeorm/typeorm-session.store.js';
 import type { AtProtoModuleExtras } from '../options/at-proto-options.interface.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
@@ -62,6 +63,14 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, BeforeAppl
         // A native login whose one-time code is not redeemed yet has an OAuth session and no
         // app session for up to a minute: it is in use.
         inUse: (did) => native.hasPendingLogin(did),
+        // OAuth sessions in the database the cleanup target deletes from: one statement per
+        // batch tells which of its DIDs have one. Elsewhere (redisStore), one read per DID.
+        ...(sessionStore instanceof TypeOrmSessionStore
+          ? {
+              oauthSessionsAmong: (dids: string[], now: number) =>
+                target.didsWithOAuthSession(dids, now),
+            }
+          : {}),
         nativeCodes: (now, batchSize) => nativeStore.deleteExpiredCodes(now, batchSize),
         nativeRefreshFamilies: (now, batchSize) =>
           nativeStore.deleteEndedFamilies({ now, revokedBefore: now - revokedGraceMs }, batchSize),

@@ -59,6 +59,13 @@ export interface CleanupTarget {
     cutoffs: { now: number; idleBefore: number },
   ): Promise<string[]>;
   /**
+   * Of `dids`, those that have an OAuth session stored in this target's storage and not
+   * past its retention at `now`: one indexed lookup per statement for a whole list (cut at
+   * 10,000 keys), so that cleanup asks once per batch, not once per DID. Only meaningful
+   * when the OAuth sessions are kept in the same storage (not with `redisStore`).
+   */
+  didsWithOAuthSession(dids: string[], now: number): Promise<string[]>;
+  /**
    * DIDs that have an OAuth session not in use (no active app session, no active API key;
    * see {@link CleanupTarget.didsWithoutActiveAppSession}), ordered by DID, after
    * `afterDid` (exclusive), at most `limit`. Page through them by passing the last DID of a

@@ -26,7 +26,16 @@ export interface CleanupSettings {
    * @default true
    */
   revokeUnusedOAuthSessions?: boolean;
+  /**
+   * Revocations in flight at once (each under its own DID's lock): a revocation waits on the
+   * authorization server, and one at a time would make a run of many last as long as all
+   * those round trips end to end. @default 4
+   */
+  revokeConcurrency?: number;
 }
+
+/** See {@link CleanupSettings.revokeConcurrency}. @internal */
+export const DEFAULT_REVOKE_CONCURRENCY = 4;
 
 /**
  * What else a run includes, outside the storage's cleanup target: native apps' one-time
@@ -37,6 +46,13 @@ export interface CleanupSettings {
  */
 export interface CleanupExtras {
   inUse?: (did: string) => Promise<boolean>;
+  /**
+   * Of `dids`, those with an OAuth session stored (not past its retention at `now`), asked
+   * for a whole batch at once: given when the OAuth sessions live where the cleanup target
+   * can list them in one statement (see `CleanupTarget.didsWithOAuthSession`). Without it,
+   * the runner asks `hasOAuthSession` for each DID.
+   */
+  oauthSessionsAmong?: (dids: string[], now: number) => Promise<string[]>;
   /** Deletes at most `batchSize` expired codes; resolves how many. */
   nativeCodes?: (now: number, batchSize: number) => Promise<number>;
   /** Deletes at most `batchSize` ended refresh families; resolves how many. */
@@ -132,11 +148,9 @@ export class CleanupRunner {
           after,
           batchSize,
         );
-        for (const did of page) {
-          if (tried.has(did)) continue;
-          tried.add(did);
-          if (await this.#revoke(did, cutoffs)) result.oauthSessionsRevoked++;
-        }
+        const fresh = page.filter((did) => !tried.has(did));
+        for (const did of fresh) tried.add(did);
+        result.oauthSessionsRevoked += await this.#revokeAll(fresh, cutoffs);
         if (page.length < batchSize) break;
         after = page.at(-1);
       }
@@ -154,20 +168,58 @@ export class CleanupRunner {
 
   /**
    * Revokes the OAuth sessions of those `dids` that nothing uses any more (each DID tried
-   * once per run); resolves how many were revoked.
+   * once per run); resolves how many were revoked. Which DIDs are unused and which have an
+   * OAuth session are asked for the whole list at once; only the DIDs that are both take
+   * their lock (where the decision is made again, see {@link CleanupRunner.run}).
    */
   async #revokeUnused(
     dids: string[],
     cutoffs: { now: number; idleBefore: number },
     tried: Set<string>,
   ): Promise<number> {
-    let revoked = 0;
+    const unused: string[] = [];
     for (const did of await this.target.didsWithoutActiveAppSession(dids, cutoffs)) {
       if (tried.has(did)) continue;
       tried.add(did);
-      if (!(await this.#hasSession(did))) continue;
-      if (await this.#revoke(did, cutoffs)) revoked++;
+      unused.push(did);
     }
+    return this.#revokeAll(await this.#withSession(unused, cutoffs.now), cutoffs);
+  }
+
+  /** Those of `dids` that have an OAuth session; a failed read counts as none (logged). */
+  async #withSession(dids: string[], now: number): Promise<string[]> {
+    if (dids.length === 0) return [];
+    const among = this.extras.oauthSessionsAmong;
+    if (among) {
+      try {
+        return await among(dids, now);
+      } catch (error) {
+        // As for one DID below: these DIDs wait for the next run's anti-join pass.
+        this.#logger.warn(`Cleanup could not read OAuth sessions: ${describeError(error)}`);
+        return [];
+      }
+    }
+    const out: string[] = [];
+    for (const did of dids) if (await this.#hasSession(did)) out.push(did);
+    return out;
+  }
+
+  /**
+   * Revokes each of `dids` if still unused, at most `revokeConcurrency` at once (distinct
+   * DIDs, distinct locks); resolves how many were revoked. Settles only when every one has:
+   * a batch's revocations are done before the next batch is deleted.
+   */
+  async #revokeAll(dids: string[], cutoffs: { now: number; idleBefore: number }): Promise<number> {
+    let revoked = 0;
+    let next = 0;
+    const worker = async () => {
+      while (next < dids.length) {
+        const did = dids[next++]!;
+        if (await this.#revoke(did, cutoffs)) revoked++;
+      }
+    };
+    const limit = Math.max(1, this.settings.revokeConcurrency ?? DEFAULT_REVOKE_CONCURRENCY);
+    await Promise.all(Array.from({ length: Math.min(limit, dids.length) }, worker));
     return revoked;
   }
 

@@ -52,6 +52,15 @@ export class MemoryCleanupTarget implements CleanupTarget {
     return out;
   }
 
+  async didsWithOAuthSession(dids: string[]): Promise<string[]> {
+    // In process: the store's own reads (and its own clock for the retention).
+    const out: string[] = [];
+    for (const did of dids) {
+      if ((await this.sessions.get(did)) !== undefined) out.push(did);
+    }
+    return out;
+  }
+
   async oauthSessionsWithoutActiveAppSession(
     cutoffs: { now: number; idleBefore: number },
     afterDid: string | undefined,

@@ -155,6 +155,28 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     return dids.filter((did) => !active.has(did));
   }
 
+  async didsWithOAuthSession(dids: string[], now: number): Promise<string[]> {
+    const found = new Set<string>();
+    // By the primary key, a chunk of DIDs per statement (see `chunks.ts`).
+    for (const chunk of chunked([...new Set(dids)])) {
+      const rows = await withTransientRetry(
+        'Cleanup: finding OAuth sessions',
+        () =>
+          this.#onPrimary((m) =>
+            this.#sessions
+              .createQueryBuilder(undefined, m.queryRunner)
+              .select(this.#q('did'), 'did')
+              .where({ did: In(chunk) })
+              .andWhere(`${this.#q('expires_at')} > :now`, { now })
+              .getRawMany<{ did: string }>(),
+          ),
+        this.retry,
+      );
+      for (const r of rows) found.add(r.did);
+    }
+    return dids.filter((did) => found.has(did));
+  }
+
   async oauthSessionsWithoutActiveAppSession(
     cutoffs: { now: number; idleBefore: number },
     afterDid: string | undefined,

@@ -235,6 +235,24 @@ describe.each(DIALECTS)('TypeORM cleanup target on %s', (dialect) => {
     expect(Math.max(...logger.counts)).toBeLessThanOrEqual(MAX_KEYS + OTHER_PARAMETERS);
   }, 120_000);
 
+  it('didsWithOAuthSession over 25,000 DIDs: those with an OAuth session not past its retention, in statements of at most 10,000 keys', async () => {
+    await ds.query('DELETE FROM atproto_oauth_session');
+    const insert = (did: string, expiresAt: number) =>
+      ds.query(
+        `INSERT INTO atproto_oauth_session (did, token_set, dpop_key, auth_method, issuer, pds_url, expires_at, created_at, updated_at, version) VALUES ('${did}', '"x"', '"x"', '{}', 'https://pds.example', 'https://pds.example', ${expiresAt}, ${now - DAY}, ${now - DAY}, 1)`,
+      );
+    const dids = Array.from({ length: 25_000 }, (_, i) => `did:web:o${i}.example`);
+    const withSession = [dids[3]!, dids[12_345]!, dids[24_999]!];
+    for (const did of withSession) await insert(did, now + DAY);
+    await insert(dids[20_000]!, now - 1); // past its retention: as if gone
+    logger.counts.length = 0;
+    const target = new TypeOrmCleanupTarget(ds);
+    expect(await target.didsWithOAuthSession(dids, now)).toEqual(withSession);
+    expect(logger.counts.length).toBe(3);
+    expect(Math.max(...logger.counts)).toBeLessThanOrEqual(MAX_KEYS + 1);
+    expect(await target.didsWithOAuthSession([], now)).toEqual([]);
+  }, 120_000);
+
   it('oauthSessionsWithoutActiveAppSession pages through exactly the OAuth sessions whose user has no active app session', async () => {
     for (const t of ['atproto_app_session', 'atproto_oauth_session', 'atproto_oauth_state']) {
       await ds.query(`DELETE FROM ${t}`);

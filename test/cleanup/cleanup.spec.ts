@@ -120,6 +120,7 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       deleteExpiredOAuthSessions: (n, b) => real.deleteExpiredOAuthSessions(n, b),
       deleteEndedAppSessions: (c, b) => real.deleteEndedAppSessions(c, b),
       didsWithoutActiveAppSession: (d, c) => real.didsWithoutActiveAppSession(d, c),
+      didsWithOAuthSession: (d, n) => real.didsWithOAuthSession(d, n),
       oauthSessionsWithoutActiveAppSession: (c, a, l) =>
         real.oauthSessionsWithoutActiveAppSession(c, a, l),
       deleteEndedApiKeys: (c, b) => real.deleteEndedApiKeys(c, b),
