@@ -5,7 +5,6 @@ import {
   type OnModuleDestroy,
   type OnModuleInit,
 } from '@nestjs/common';
-import type { OAuthSession } from '@atproto/oauth-client-node';
 import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import { AT_PROTO_LOCK_CONNECTION } from '../at-proto.internal-constants.js';
 import { AtProtoError } from '../errors/at-proto.error.js';
@@ -215,10 +214,10 @@ export class AtProtoServiceAuthService implements OnModuleInit, OnModuleDestroy 
     let response: Response;
     let body: unknown;
     try {
-      response = await (session as OAuthSession).fetchHandler(
-        `/xrpc/com.atproto.server.getServiceAuth?${params}`,
-        { method: 'GET', headers: { accept: 'application/json' } },
-      );
+      response = await session.fetchHandler(`/xrpc/com.atproto.server.getServiceAuth?${params}`, {
+        method: 'GET',
+        headers: { accept: 'application/json' },
+      });
       body = await response.json().catch(() => undefined);
     } catch (error) {
       throw this.#sessionError(key.did, error);

@@ -1,5 +1,8 @@
 import { decodeJwt } from 'jose';
 
+/** The longest lifetime a PDS gives a service-auth token (`getServiceAuth` refuses more). */
+const MAX_TOKEN_LIFETIME_MS = 3_600_000;
+
 /**
  * What identifies a cached token: the user it was minted for, its audience and its method
  * (`null` for a method-less token).
@@ -157,8 +160,8 @@ export class ServiceTokenCache {
 
   /**
    * Until when `token` may be handed out: its `exp` (read without verifying the signature:
-   * the PDS that just issued it is the one trusted here) minus the margin, or the fallback
-   * lifetime from now when there is no readable `exp`.
+   * the PDS that just issued it is the one trusted here), at most an hour from now, minus the
+   * margin; or the fallback lifetime from now when there is no readable `exp`.
    */
   validUntil(key: ServiceTokenKey, token: string): number {
     let exp: unknown;
@@ -168,7 +171,9 @@ export class ServiceTokenCache {
       exp = undefined;
     }
     if (typeof exp === 'number' && Number.isFinite(exp)) {
-      return exp * 1000 - this.options.marginMs;
+      // No PDS issues tokens for longer than an hour: a later exp (a PDS that misbehaves, or a
+      // clock far behind) is not believed beyond that, so that nothing is cached for days.
+      return Math.min(exp * 1000, this.#now() + MAX_TOKEN_LIFETIME_MS) - this.options.marginMs;
     }
     this.options.onUnreadableExpiry?.(key);
     return this.#now() + this.options.fallbackTtlMs;

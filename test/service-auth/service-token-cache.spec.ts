@@ -101,6 +101,22 @@ describe('expiry and margin', () => {
     expect(cache.stats()).toMatchObject({ entries: 0, misses: 2, hits: 0 });
   });
 
+  it('believes an exp no further than an hour ahead, the longest a PDS issues', async () => {
+    const { clock, cache } = setup();
+    let calls = 0;
+    const mint = async () => {
+      calls++;
+      return jwt({ exp: clock.seconds + 86_400 * 365 });
+    };
+    await cache.get(key(), mint);
+    clock.ms += 3_600_000 - 10_001;
+    await cache.get(key(), mint);
+    expect(calls).toBe(1);
+    clock.ms += 1;
+    await cache.get(key(), mint);
+    expect(calls).toBe(2);
+  });
+
   it.each([
     ['a JWT without exp', jwt({ iss: DID })],
     ['a JWT whose exp is not a number', jwt({ exp: '1800000060' })],
