@@ -1,11 +1,11 @@
 import { type DataSource, IsNull, type Repository } from 'typeorm';
 import { AtProtoStoreError } from '../../errors/at-proto-store.error.js';
 import { AtProtoAppSessionEntity } from '../entities/app-session.entity.js';
-import { epochMillis } from '../entities/columns.js';
 import type { AppSessionRecord, AppSessionStore } from '../store.interface.js';
 import { type TransientRetryOptions, withTransientRetry } from '../transient-retry.js';
 import { assertValidDid } from '../validation.js';
 import { onPrimary } from './primary.js';
+import { PrimaryKeyRead } from './primary-key-read.js';
 import { isUniqueViolation } from './upsert.js';
 
 const SESSION_ID = /^[0-9a-f]{64}$/;
@@ -24,13 +24,13 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
   readonly #dataSource: DataSource;
   readonly #repo: Repository<AtProtoAppSessionEntity>;
   readonly #retry: TransientRetryOptions | undefined;
-  /** The primary-key read's SQL, built on first use (see {@link #read}). */
-  #selectById: string | undefined;
+  readonly #byId: PrimaryKeyRead<AtProtoAppSessionEntity>;
 
   constructor(dataSource: DataSource, options: { retry?: TransientRetryOptions } = {}) {
     this.#dataSource = dataSource;
     this.#repo = dataSource.getRepository(AtProtoAppSessionEntity);
     this.#retry = options.retry;
+    this.#byId = new PrimaryKeyRead(dataSource, AtProtoAppSessionEntity);
   }
 
   async create(record: AppSessionRecord): Promise<void> {
@@ -166,33 +166,13 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
   }
 
   /**
-   * The row with primary key `id`, on the primary.
-   *
-   * Why not `findOne`: this is the read behind every app-session cache miss (the first
-   * request of a session on an instance), and TypeORM's entity path (a query builder built
-   * per call, its SQL generated again, entity hydration through the column metadata) costs
-   * more than the query itself (docs/benchmarks.md, "Cache miss and session restore"). The
-   * statement is built once by the same query builder (table path, quoting and parameter
-   * syntax of the driver), run through the query runner (the primary's pool, TypeORM's
-   * logger), and its row mapped here as the entity's transformers would: instants through
-   * `epochMillis`, nulls kept. Parametrised, not a named prepared statement: those break
-   * behind a transaction-mode pooler (PgBouncer) and after a column change.
+   * The session with id `id`, on the primary: the read behind every app-session cache miss
+   * (the first request of a session on an instance), without TypeORM's entity path (see
+   * {@link PrimaryKeyRead}).
    */
   async #read(id: string): Promise<AppSessionRecord | undefined> {
-    const sql = (this.#selectById ??= this.#buildSelectById());
-    const rows = await onPrimary(this.#dataSource, (m) => m.query<RawAppSessionRow[]>(sql, [id]));
-    const row = rows[0];
-    return row ? fromRaw(row) : undefined;
-  }
-
-  #buildSelectById(): string {
-    const q = (name: string) => this.#dataSource.driver.escape(name);
-    const column = (name: string) => `${q('s')}.${q(name)}`;
-    const [[first, firstAlias], ...rest] = RAW_COLUMNS;
-    const qb = this.#repo.createQueryBuilder('s').select(column(first), firstAlias);
-    for (const [name, alias] of rest) qb.addSelect(column(name), alias);
-    const [sql] = qb.where(`${column('id')} = :id`, { id: '' }).getQueryAndParameters();
-    return sql;
+    const row = await this.#byId.get(id);
+    return row ? toRecord(row) : undefined;
   }
 }
 
@@ -202,42 +182,6 @@ function assertSessionId(id: string): void {
       'An app session id is the SHA-256 of its token in lowercase hex (64 characters).',
     );
   }
-}
-
-/** The columns read, and the alias each comes back under. */
-const RAW_COLUMNS = [
-  ['id', 'id'],
-  ['did', 'did'],
-  ['created_at', 'createdAt'],
-  ['expires_at', 'expiresAt'],
-  ['last_seen_at', 'lastSeenAt'],
-  ['revoked_at', 'revokedAt'],
-  ['user_agent', 'userAgent'],
-] as const;
-
-/** A row as the drivers hand it back: `bigint` as a string (pg, mysql2) or a number (SQLite). */
-interface RawAppSessionRow {
-  id: string;
-  did: string;
-  createdAt: string | number;
-  expiresAt: string | number;
-  lastSeenAt: string | number;
-  revokedAt: string | number | null;
-  userAgent: string | null;
-}
-
-function fromRaw(row: RawAppSessionRow): AppSessionRecord {
-  // The entity's transformer, so that both paths map a value the same way.
-  const instant = (value: string | number) => epochMillis.from(value) as Date;
-  return {
-    id: row.id,
-    did: row.did,
-    createdAt: instant(row.createdAt),
-    expiresAt: instant(row.expiresAt),
-    lastSeenAt: instant(row.lastSeenAt),
-    revokedAt: row.revokedAt === null ? null : instant(row.revokedAt),
-    userAgent: row.userAgent,
-  };
 }
 
 function toRecord(row: AtProtoAppSessionEntity): AppSessionRecord {

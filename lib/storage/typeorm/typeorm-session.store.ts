@@ -5,7 +5,7 @@ import type { AtProtoVersionedSessionStore, VersionedSession } from '../store.in
 import { assertSessionVersion, firstSessionVersion } from '../session-version.js';
 import { withTransientRetry } from '../transient-retry.js';
 import { assertSessionBelongsTo, assertValidDid } from '../validation.js';
-import { onPrimary } from './primary.js';
+import { PrimaryKeyRead } from './primary-key-read.js';
 import type { TypeOrmStoreOptions } from './typeorm-state.store.js';
 import { upsertRow } from './upsert.js';
 
@@ -20,18 +20,18 @@ import { upsertRow } from './upsert.js';
  * @publicApi
  */
 export class TypeOrmSessionStore implements AtProtoVersionedSessionStore {
-  readonly #dataSource: DataSource;
   readonly #repo: Repository<AtProtoOAuthSessionEntity>;
   readonly #options: TypeOrmStoreOptions;
   readonly #now: () => number;
   readonly #q: (column: string) => string;
+  readonly #byDid: PrimaryKeyRead<AtProtoOAuthSessionEntity>;
 
   constructor(dataSource: DataSource, options: TypeOrmStoreOptions) {
-    this.#dataSource = dataSource;
     this.#repo = dataSource.getRepository(AtProtoOAuthSessionEntity);
     this.#options = options;
     this.#now = options.now ?? Date.now;
     this.#q = (column) => dataSource.driver.escape(column);
+    this.#byDid = new PrimaryKeyRead(dataSource, AtProtoOAuthSessionEntity);
   }
 
   async get(did: string): Promise<NodeSavedSession | undefined> {
@@ -167,9 +167,11 @@ export class TypeOrmSessionStore implements AtProtoVersionedSessionStore {
     };
   }
 
-  #read(did: string): Promise<AtProtoOAuthSessionEntity | null> {
-    return onPrimary(this.#dataSource, (m) =>
-      m.findOne(AtProtoOAuthSessionEntity, { where: { did } }),
-    );
+  /**
+   * The row of `did` on the primary, decrypted: the read behind every restore, without
+   * TypeORM's entity path (see {@link PrimaryKeyRead}).
+   */
+  async #read(did: string): Promise<AtProtoOAuthSessionEntity | null> {
+    return (await this.#byDid.get(did)) ?? null;
   }
 }
