@@ -13,6 +13,7 @@ import { verifySignature } from '@atproto/crypto';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import {
   AtProtoServiceAuthError,
+  AtProtoSessionUnavailableError,
   AtProtoServiceAuthService,
   type AtProtoServiceAuthRefusal,
 } from 'nestjs-atproto-auth';
@@ -318,6 +319,14 @@ describe('refusals', () => {
     expect(await refusal(token('not an nsid'))).toBe('invalid-request');
     expect(await refusal(token(FEED, undefined, 'https://feed.example.com'))).toBe(
       'invalid-request',
+    );
+    expect(minted).toHaveLength(0);
+  });
+
+  it('says the session has ended for a user without one, asking the PDS nothing', async () => {
+    const nobody = await pds.createAccount('nobody.test');
+    await expect(serviceAuth.getToken(nobody.did, { aud: SERVICE, lxm: FEED })).rejects.toThrow(
+      AtProtoSessionUnavailableError,
     );
     expect(minted).toHaveLength(0);
   });
