@@ -96,6 +96,8 @@ interface Setup {
   dataSource: DataSource;
   appStore: AppSessionStore;
   auth: AtProtoAuthService;
+  /** The same module with `redisCaches: false`: the OAuth client's caches in memory. */
+  authLocalCaches: AtProtoAuthService;
   keyRing: KeyRing;
   appSessionIds: string[];
   dids: string[];
@@ -155,34 +157,37 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
   const prefix = `bench-miss-${randomBytes(4).toString('hex')}:`;
   const signingKey = await JoseKey.generate(['ES256'], 'k1');
 
-  @Module({
-    imports: [
-      TypeOrmModule.forRoot({
-        ...db.options,
-        entities: [...atProtoEntities],
-        migrationsRun: false,
-      } as DataSourceOptions),
-      AtProtoModule.forRoot({
-        publicUrl: 'https://app.bench.example',
-        clientName: 'bench',
-        keys: [signingKey.privateJwk as never],
-        encryption: { activeKeyId: 'k', keys: { k: ENCRYPTION_KEY } },
-        // As in production with several instances: the Redlock session lock and the OAuth
-        // client's caches (server metadata, DID documents) shared through Redis.
-        redis: REDIS_URL,
-        redisKeyPrefix: prefix,
-        // The authorization server is the fake one on loopback, answering metadata only.
-        allowHttpServers: true,
-        dangerouslyAllowPrivateHosts: [issuerHost],
-        cleanup: { enabled: false },
-      }) as DynamicModule,
-    ],
-  })
-  class BenchMissModule {}
-
-  const app = await NestFactory.createApplicationContext(BenchMissModule, {
-    logger: ['error', 'warn'],
-  });
+  const boot = async (redisCaches: boolean) => {
+    @Module({
+      imports: [
+        TypeOrmModule.forRoot({
+          ...db.options,
+          entities: [...atProtoEntities],
+          migrationsRun: false,
+        } as DataSourceOptions),
+        AtProtoModule.forRoot({
+          publicUrl: 'https://app.bench.example',
+          clientName: 'bench',
+          keys: [signingKey.privateJwk as never],
+          encryption: { activeKeyId: 'k', keys: { k: ENCRYPTION_KEY } },
+          // As in production with several instances: the Redlock session lock and the OAuth
+          // client's caches (server metadata, DID documents) shared through Redis; the
+          // reference app keeps those caches in its own memory (the client's default).
+          redis: REDIS_URL,
+          redisKeyPrefix: prefix,
+          redisCaches,
+          // The authorization server is the fake one on loopback, answering metadata only.
+          allowHttpServers: true,
+          dangerouslyAllowPrivateHosts: [issuerHost],
+          cleanup: { enabled: false },
+        }) as DynamicModule,
+      ],
+    })
+    class BenchMissModule {}
+    return NestFactory.createApplicationContext(BenchMissModule, { logger: ['error', 'warn'] });
+  };
+  const app = await boot(true);
+  const localCaches = await boot(false);
   const dataSource = app.get(DataSource);
   const sessionStore = app.get<AtProtoSessionStore>(AT_PROTO_SESSION_STORE);
   const dids: string[] = [];
@@ -217,10 +222,12 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
     dataSource,
     appStore: app.get<AppSessionStore>(AT_PROTO_APP_SESSION_STORE),
     auth: app.get(AtProtoAuthService),
+    authLocalCaches: localCaches.get(AtProtoAuthService),
     keyRing: getInstalledKeyRing()!,
     appSessionIds: rows.map((r) => r.id),
     dids,
     close: async () => {
+      await localCaches.close();
       await app.close();
       await db.drop();
       await deleteRedisKeys(prefix).catch(() => undefined);
@@ -256,7 +263,9 @@ interface AppSessionRow {
   user_agent: string | null;
 }
 
-const APP_SESSION_COLUMNS = 'id, did, created_at, expires_at, last_seen_at, revoked_at, user_agent';
+const APP_SESSION_SQL =
+  'SELECT id, did, created_at, expires_at, last_seen_at, revoked_at, user_agent ' +
+  'FROM atproto_app_session WHERE id = $1';
 
 function toRecord(r: AppSessionRow): AppSessionRecord {
   return {
@@ -271,7 +280,7 @@ function toRecord(r: AppSessionRow): AppSessionRecord {
 }
 
 interface PgPool {
-  query<R>(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: R[] }>;
+  query<R>(config: { name?: string; text: string; values: unknown[] }): Promise<{ rows: R[] }>;
 }
 interface SqliteStatement {
   get(...params: unknown[]): unknown;
@@ -285,10 +294,12 @@ function rawPkRead<R>(
   ds: DataSource,
   dialect: Dialect,
   sql: string,
+  named = true,
 ): (key: string) => Promise<R | undefined> {
   if (dialect === 'postgres') {
     const pool = (ds.driver as unknown as { master: PgPool }).master;
     const name = `bench_${createHash('sha256').update(sql).digest('hex').slice(0, 16)}`;
+    if (!named) return async (key) => (await pool.query<R>({ text: sql, values: [key] })).rows[0];
     return async (key) => (await pool.query<R>({ name, text: sql, values: [key] })).rows[0];
   }
   const db = (
@@ -372,40 +383,51 @@ function table(rows: string[][]): string {
 
 interface Comparison {
   label: string;
-  subject: Variant;
+  /** What every ratio of this comparison is taken against. */
   baseline: Variant;
+  /** The module's path first; other variants (references) after it. */
+  subjects: Variant[];
   keys: string[];
 }
 
-type Results = Record<string, Record<number, { subject: RoundResult[]; baseline: RoundResult[] }>>;
+/** Per comparison, per concurrency, per variant id: one result per round. */
+type Results = Record<string, Record<number, Record<string, RoundResult[]>>>;
 
 async function compare(comparisons: Comparison[]): Promise<Results> {
   const results: Results = {};
   for (const c of comparisons) {
     results[c.label] = {};
-    for (const n of CONCURRENCY) results[c.label]![n] = { subject: [], baseline: [] };
+    for (const n of CONCURRENCY) {
+      results[c.label]![n] = Object.fromEntries(
+        [c.baseline, ...c.subjects].map((v) => [v.id, [] as RoundResult[]]),
+      );
+    }
     // Warm-up: JIT, pools, prepared statements, the OAuth client's metadata cache.
     const warm = c.keys.slice(0, Math.min(c.keys.length, SMOKE ? 20 : 500));
-    for (const v of [c.subject, c.baseline]) await measure(v, warm, 10);
+    for (const v of [c.baseline, ...c.subjects]) await measure(v, warm, 10);
   }
   for (let r = 0; r < ROUNDS; r++) {
     for (const c of comparisons) {
       for (const n of CONCURRENCY) {
-        // The same random sequence for both sides; a new one each round.
+        // The same random sequence for every variant; a new one each round.
         const keys = Array.from({ length: OPS }, () => c.keys[randomInt(c.keys.length)]!);
-        const order =
-          r % 2 === 0 ? (['subject', 'baseline'] as const) : (['baseline', 'subject'] as const);
-        for (const side of order) {
-          const result = await measure(c[side], keys, n);
-          results[c.label]![n]![side].push(result);
+        const variants = [c.baseline, ...c.subjects];
+        // Rotate the order: no variant always runs first or after the same one.
+        const order = variants.map((_, i) => variants[(i + r) % variants.length]!);
+        const round: Record<string, RoundResult> = {};
+        for (const v of order) {
+          round[v.id] = await measure(v, keys, n);
+          results[c.label]![n]![v.id]!.push(round[v.id]!);
         }
-        const last = results[c.label]![n]!;
-        const s = last.subject.at(-1)!;
-        const b = last.baseline.at(-1)!;
+        const b = round[c.baseline.id]!;
         console.log(
-          `round ${r + 1}/${ROUNDS} ${c.label} ×${n}: ${c.subject.id} p50 ${fmt(s.p50)} µs p99 ${fmt(s.p99)} µs, ` +
-            `${c.baseline.id} p50 ${fmt(b.p50)} µs p99 ${fmt(b.p99)} µs, ` +
-            `ratio p50 ${fmt(s.p50 / b.p50, 2)}× p99 ${fmt(s.p99 / b.p99, 2)}×`,
+          `round ${r + 1}/${ROUNDS} ${c.label} ×${n}: ${c.baseline.id} p50 ${fmt(b.p50)} µs p99 ${fmt(b.p99)} µs; ` +
+            c.subjects
+              .map((v) => {
+                const x = round[v.id]!;
+                return `${v.id} p50 ${fmt(x.p50)} µs (${fmt(x.p50 / b.p50, 2)}×) p99 ${fmt(x.p99)} µs (${fmt(x.p99 / b.p99, 2)}×)`;
+              })
+              .join('; '),
         );
       }
     }
@@ -413,37 +435,38 @@ async function compare(comparisons: Comparison[]): Promise<Results> {
   return results;
 }
 
-function report(results: Results): string {
+function report(results: Results, comparisons: Comparison[]): string {
   const rows: string[][] = [
     [
       'comparison',
+      'variant',
       'callers',
-      'module p50 µs',
-      'baseline p50 µs',
-      'ratio p50 (range)',
-      'module p99 µs',
-      'baseline p99 µs',
-      'ratio p99 (range)',
-      'module ops/s',
-      'baseline ops/s',
+      'p50 µs',
+      'p50 ratio (range)',
+      'p99 µs',
+      'p99 ratio (range)',
+      'ops/s',
     ],
   ];
-  for (const [label, byN] of Object.entries(results)) {
-    for (const [n, { subject, baseline }] of Object.entries(byN)) {
-      const r50 = subject.map((s, i) => s.p50 / baseline[i]!.p50);
-      const r99 = subject.map((s, i) => s.p99 / baseline[i]!.p99);
-      rows.push([
-        label,
-        n,
-        fmt(median(subject.map((s) => s.p50))),
-        fmt(median(baseline.map((s) => s.p50))),
-        `**${fmt(median(r50), 2)}×** (${fmt(Math.min(...r50), 2)}–${fmt(Math.max(...r50), 2)})`,
-        fmt(median(subject.map((s) => s.p99))),
-        fmt(median(baseline.map((s) => s.p99))),
-        `**${fmt(median(r99), 2)}×** (${fmt(Math.min(...r99), 2)}–${fmt(Math.max(...r99), 2)})`,
-        fmt(median(subject.map((s) => s.opsPerS))),
-        fmt(median(baseline.map((s) => s.opsPerS))),
-      ]);
+  const range = (xs: number[]) =>
+    `**${fmt(median(xs), 2)}×** (${fmt(Math.min(...xs), 2)}–${fmt(Math.max(...xs), 2)})`;
+  for (const c of comparisons) {
+    for (const v of [c.baseline, ...c.subjects]) {
+      for (const n of CONCURRENCY) {
+        const base = results[c.label]![n]![c.baseline.id]!;
+        const own = results[c.label]![n]![v.id]!;
+        const isBase = v === c.baseline;
+        rows.push([
+          c.label,
+          isBase ? `${v.id} (baseline)` : v.id,
+          String(n),
+          fmt(median(own.map((x) => x.p50))),
+          isBase ? '1' : range(own.map((x, i) => x.p50 / base[i]!.p50)),
+          fmt(median(own.map((x) => x.p99))),
+          isBase ? '1' : range(own.map((x, i) => x.p99 / base[i]!.p99)),
+          fmt(median(own.map((x) => x.opsPerS))),
+        ]);
+      }
     }
   }
   return table(rows);
@@ -505,11 +528,7 @@ async function main(): Promise<void> {
           1,
         )} s`,
       );
-      const appRow = rawPkRead<AppSessionRow>(
-        s.dataSource,
-        dialect,
-        `SELECT ${APP_SESSION_COLUMNS} FROM atproto_app_session WHERE id = $1`,
-      );
+      const appRow = rawPkRead<AppSessionRow>(s.dataSource, dialect, APP_SESSION_SQL);
       const rawGet = async (id: string) => {
         const row = await appRow(id);
         return row ? toRecord(row) : undefined;
@@ -522,17 +541,28 @@ async function main(): Promise<void> {
       const ring = s.keyRing;
       await checks(s, rawGet);
       if (PARTS.includes('get')) {
+        const subjects: Variant[] = [{ id: 'store.get', run: (id) => s.appStore.get(id) }];
+        if (dialect === 'postgres') {
+          // For reference: the same read as an unnamed statement, parsed and planned each time.
+          const unnamed = rawPkRead<AppSessionRow>(s.dataSource, dialect, APP_SESSION_SQL, false);
+          subjects.push({
+            id: 'raw, unnamed',
+            run: async (id) => {
+              const row = await unnamed(id);
+              return row ? toRecord(row) : undefined;
+            },
+          });
+        }
         comparisons.push({
           label: `get ${dialect}`,
-          subject: { id: 'store.get', run: (id) => s.appStore.get(id) },
           baseline: { id: 'raw', run: rawGet },
+          subjects,
           keys: s.appSessionIds,
         });
       }
       if (PARTS.includes('restore')) {
         comparisons.push({
           label: `restore ${dialect}`,
-          subject: { id: 'restore', run: (did) => s.auth.restore(did) },
           baseline: {
             id: 'read+decrypt+import',
             run: async (did) => {
@@ -547,6 +577,10 @@ async function main(): Promise<void> {
               return { tokenSet, key, authMethod: JSON.parse(row.auth_method) as unknown };
             },
           },
+          subjects: [
+            { id: 'restore', run: (did) => s.auth.restore(did) },
+            { id: 'restore, caches in memory', run: (did) => s.authLocalCaches.restore(did) },
+          ],
           keys: s.dids,
         });
       }
@@ -558,7 +592,7 @@ async function main(): Promise<void> {
         `${fmt(OPS)} reads per variant and concurrency, random rows; p50/p99: median over the ` +
         'rounds; ratio: module / baseline within each round, median (least–most).\n',
     );
-    console.log(report(results));
+    console.log(report(results, comparisons));
     if (args.json) writeFileSync(args.json, JSON.stringify(all, null, 2));
   } finally {
     for (const s of setups) await s.close().catch((e: unknown) => console.error(e));
