@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { KeyRing } from '../crypto/key-ring.js';
 import { describeError } from '../errors/describe-error.js';
+import { AtProtoUnavailableError } from '../errors/at-proto-http.errors.js';
 import type { RedisScriptingClient } from '../storage/redis/redis-client.js';
 import type {
   CachedServiceToken,
@@ -114,9 +115,16 @@ export class RedisServiceTokenStore implements SharedServiceTokenStore {
 
   async invalidate(did: string, aud: string | undefined): Promise<void> {
     const { index, entryPrefix } = this.#keys({ did });
-    // Not swallowed: a caller that invalidates must know when other instances may still
-    // hand out the token.
-    await this.redis.eval(INVALIDATE_SCRIPT, 1, index, entryPrefix, aud ?? '');
+    try {
+      await this.redis.eval(INVALIDATE_SCRIPT, 1, index, entryPrefix, aud ?? '');
+    } catch (error) {
+      // Not swallowed: a caller that invalidates must know when other instances may still
+      // hand out the token.
+      throw new AtProtoUnavailableError(
+        'The shared service-token cache (Redis) could not be reached: other instances may still hand out these tokens until they expire. Try again.',
+        { cause: error },
+      );
+    }
   }
 
   #lastFailure = '';

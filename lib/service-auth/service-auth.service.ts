@@ -187,7 +187,8 @@ export class AtProtoServiceAuthService implements OnModuleInit, OnModuleDestroy 
    * Forgets the cached tokens of `did`, or only those for `aud` (a bare DID also covers its
    * `did#service` forms), on every instance with `redis`. Tokens already handed out stay
    * valid at their audience until they expire: this only stops handing them out.
-   * @throws when the shared cache cannot be reached (the tokens of this instance are gone)
+   * @throws AtProtoUnavailableError when the shared cache (Redis) cannot be reached: this
+   * instance no longer hands the tokens out, other instances may until they expire
    */
   async invalidate(did: string, aud?: string): Promise<void> {
     await this.#cache.invalidate(did, aud);

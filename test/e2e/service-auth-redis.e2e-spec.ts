@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RequestListener, Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { decodeJwt } from 'jose';
-import { AtProtoServiceAuthService } from 'nestjs-atproto-auth';
+import { AtProtoServiceAuthService, AtProtoUnavailableError } from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../support/databases.js';
 import { randomKey } from '../support/key-ring.js';
 import { OwnRedis } from '../support/redis-server.js';
@@ -137,6 +137,7 @@ describe('two instances on one Redis', () => {
       const first = await ask(onA);
       expect(first).toBeTruthy();
       expect(minted).toHaveLength(1);
+      await expect(onB.invalidate(olga.did)).rejects.toThrow(AtProtoUnavailableError);
       // Nest's loggers write to the app created last: either app's lines may hold it.
       expect([...a.logs, ...b.logs].join('\n')).toMatch(/shared service-token cache could not/);
     } finally {
