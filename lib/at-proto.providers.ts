@@ -5,7 +5,7 @@ import {
   type OnApplicationShutdown,
   type Provider,
 } from '@nestjs/common';
-import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core';
+import { APP_FILTER } from '@nestjs/core';
 import type { NodeOAuthClient } from '@atproto/oauth-client-node';
 import type { DataSource } from 'typeorm';
 import {
@@ -42,7 +42,6 @@ import {
 import { AtProtoConfigError } from './errors/at-proto-config.error.js';
 import { AtProtoEvents } from './events/at-proto-events.js';
 import { AtProtoExceptionFilter } from './filters/at-proto-exception.filter.js';
-import { AtProtoSessionErrorInterceptor } from './filters/at-proto-session-error.interceptor.js';
 import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
 import { AtProtoRequestLock, LocalRequestLock } from './lock/request-lock.js';
 import { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
@@ -233,8 +232,6 @@ export const atProtoProviders: Provider[] = [
   AtProtoServiceAuthService,
   AtProtoExceptionFilter,
   { provide: APP_FILTER, useExisting: AtProtoExceptionFilter },
-  AtProtoSessionErrorInterceptor,
-  { provide: APP_INTERCEPTOR, useExisting: AtProtoSessionErrorInterceptor },
 ];
 
 function buildStores(options: ResolvedAtProtoOptions, found: DataSource | null): Stores {

@@ -32,10 +32,10 @@ import {
   isVersionedSessionStore,
 } from '../storage/store.interface.js';
 import { describeError } from '../errors/describe-error.js';
-import { causeChain } from '../errors/to-http-exception.js';
+import { AT_PROTO_MESSAGES, causeChain, findMappedError } from '../errors/to-http-exception.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
 import { oauthPhase } from './oauth-phase.js';
-import { requestOutcome } from './request-outcome.js';
+import { type RequestOutcome, requestOutcome } from './request-outcome.js';
 import { heldLock, SessionLocks } from './session-locks.js';
 
 /** What the module keeps in the OAuth client's `appState` for a browser login. */
@@ -345,6 +345,28 @@ export class AtProtoAuthService {
         requestOutcome.getStore()?.refreshFailures.set(did, error);
         throw error;
       });
+    };
+    // A PDS call that got a 401 the session's own retry could not cure: the OAuth client
+    // returns that 401 (an Agent turns it into a plain XRPCError) and hides why. What the
+    // call's refresh did is recorded in a scope of the call's own (request-outcome.ts): if it
+    // deleted this session (refused: ended) or failed (for a reason of the moment), the call
+    // throws that instead, so that the exception filter answers 401 or 503, and this device's
+    // app session ends with the OAuth session. Any other 401 is returned as it is.
+    const fetchHandler = session.fetchHandler.bind(session);
+    session.fetchHandler = async (pathname, init) => {
+      const outcome: RequestOutcome = { deleted: new Set(), refreshFailures: new Map() };
+      const response = await requestOutcome.run(outcome, () => fetchHandler(pathname, init));
+      if (response.status !== 401) return response;
+      if (outcome.deleted.has(did)) {
+        await response.body?.cancel().catch(() => undefined);
+        throw new AtProtoSessionUnavailableError(AT_PROTO_MESSAGES.sessionEnded, { did });
+      }
+      const failure = outcome.refreshFailures.get(did);
+      if (failure !== undefined && findMappedError(failure, 'session')) {
+        await response.body?.cancel().catch(() => undefined);
+        throw failure;
+      }
+      return response;
     };
     // signOut() reads the tokens, revokes them at the server and deletes the session: one
     // step under the session lock, like revoke(), so that no refresh interleaves with it.
