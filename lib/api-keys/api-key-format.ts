@@ -1,4 +1,4 @@
-import { createHash, randomInt } from 'node:crypto';
+import { hash, randomInt } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 /**
@@ -79,7 +79,9 @@ export function isWellFormedApiKey(value: unknown, prefix: string): value is str
  * @internal
  */
 export function apiKeyIdOf(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  // One-shot `crypto.hash`: about half the cost of createHash().update().digest() on a
+  // short input, and the guard hashes every API key it sees.
+  return hash('sha256', key, 'hex');
 }
 
 /**

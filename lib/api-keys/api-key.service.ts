@@ -154,6 +154,23 @@ export class AtProtoApiKeyService {
    * store read then), is unknown, revoked or expired. Records the use at most once per
    * `apiKeys.lastUsedInterval`, without making the caller wait for that write.
    */
+  /**
+   * The guard's synchronous path: the active record of `key` if this instance's cache holds
+   * it (use recorded like {@link validate}); `undefined` when only the store can tell (or the
+   * key is malformed): then call `validate`. A hit costs no promise and no copy.
+   * @internal
+   */
+  cachedActive(key: string): AtProtoApiKeyRecord | undefined {
+    if (!this.#cache.enabled || !isWellFormedApiKey(key, this.options.apiKeys.prefix)) {
+      return undefined;
+    }
+    const now = Date.now();
+    const record = this.#cache.get(apiKeyIdOf(key), now);
+    if (record === undefined || !isActive(record, now)) return undefined;
+    this.#recordUse(record, now);
+    return record;
+  }
+
   async validate(key: string): Promise<AtProtoApiKeyInfo | undefined> {
     if (!isWellFormedApiKey(key, this.options.apiKeys.prefix)) return undefined;
     const id = apiKeyIdOf(key);

@@ -22,15 +22,18 @@ describe('AtProtoAuthGuard outside HTTP', () => {
     new Reflector(),
     undefined as never,
     undefined as never,
-    undefined as never,
+    { credentialsAllow: ['cookie', 'bearer'] } as never,
     undefined as never,
     undefined as never,
   );
 
   it('fails closed: a non-HTTP handler is refused unless it is @Public()', async () => {
-    await expect(guard.canActivate(rpcContext('closed'))).rejects.toBeInstanceOf(
-      ForbiddenException,
+    // Nest awaits what canActivate returns or throws alike.
+    await expect(
+      Promise.resolve().then(() => guard.canActivate(rpcContext('closed'))),
+    ).rejects.toBeInstanceOf(ForbiddenException);
+    await expect(Promise.resolve().then(() => guard.canActivate(rpcContext('open')))).resolves.toBe(
+      true,
     );
-    await expect(guard.canActivate(rpcContext('open'))).resolves.toBe(true);
   });
 });

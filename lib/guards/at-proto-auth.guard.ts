@@ -65,6 +65,13 @@ const NOT_ACCEPTED: Record<AtProtoCredentialKind, string> = {
  */
 @Injectable()
 export class AtProtoAuthGuard implements CanActivate {
+  /**
+   * What a route asks of the guard, by handler and class (a handler inherited by two
+   * controllers may be public in one only). Decorators set this metadata once, when classes
+   * are defined, so it is read once per route instead of on every request.
+   */
+  readonly #routes = new WeakMap<object, WeakMap<object, RouteRules>>();
+
   constructor(
     private readonly reflector: Reflector,
     private readonly appSessions: AppSessionService,
@@ -74,14 +81,14 @@ export class AtProtoAuthGuard implements CanActivate {
     private readonly apiKeys: AtProtoApiKeyService,
   ) {}
 
-  async canActivate(context: ExecutionContext): Promise<boolean> {
-    const targets = [context.getHandler(), context.getClass()];
-    const isPublicHandler = () =>
-      this.reflector.getAllAndOverride<boolean | undefined>(AT_PROTO_PUBLIC_KEY, targets);
+  // Not `async`: a request whose credential is in this instance's caches is decided without
+  // a promise (the hot path, see docs/benchmarks.md); the others return one.
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
+    const route = this.#rules(context);
     if (context.getType() !== 'http') {
       // Fail closed: this guard only understands HTTP requests. A global guard that waved
       // GraphQL resolvers or microservice handlers through would leave them open.
-      if (isPublicHandler()) return true;
+      if (route.isPublic) return true;
       throw new ForbiddenException(
         `AtProtoAuthGuard only authenticates HTTP requests; mark this ${context.getType()} ` +
           'handler @Public() and protect it with a guard of its own.',
@@ -91,26 +98,57 @@ export class AtProtoAuthGuard implements CanActivate {
     // Registered globally and with @UseGuards: authenticate once.
     if (req[AT_PROTO_REQUEST_KEY]) return true;
     req[AT_PROTO_GUARD_SEEN as unknown as string] = true;
-    const isPublic = isPublicHandler() === true;
-    const route = this.reflector.getAllAndOverride<AtProtoCredentialsOptions | undefined>(
+    let found: Authenticated | undefined | Promise<Authenticated | undefined>;
+    try {
+      found = this.#authenticate(req, context, route);
+    } catch (error) {
+      throw asHttpError(error);
+    }
+    if (found instanceof Promise) {
+      return found.then(
+        (f) => this.#attach(req, f),
+        (error: unknown) => {
+          throw asHttpError(error);
+        },
+      );
+    }
+    return this.#attach(req, found);
+  }
+
+  /** The route's rules, read from its metadata once. */
+  #rules(context: ExecutionContext): RouteRules {
+    const handler = context.getHandler();
+    const cls = context.getClass();
+    let byClass = this.#routes.get(handler);
+    const known = byClass?.get(cls);
+    if (known) return known;
+    const targets = [handler, cls];
+    const credentials = this.reflector.getAllAndOverride<AtProtoCredentialsOptions | undefined>(
       AT_PROTO_CREDENTIALS_KEY,
       targets,
     );
-    const allow = route?.allow ?? this.options.credentialsAllow;
+    const rules: RouteRules = {
+      isPublic:
+        this.reflector.getAllAndOverride<boolean | undefined>(AT_PROTO_PUBLIC_KEY, targets) ===
+        true,
+      allow: credentials?.allow ?? this.options.credentialsAllow,
+      scopes: credentials?.scopes ?? [],
+    };
+    if (!byClass) this.#routes.set(handler, (byClass = new WeakMap()));
+    byClass.set(cls, rules);
+    return rules;
+  }
 
-    let found: Authenticated | undefined;
-    try {
-      found = await this.authenticate(req, context, allow, route?.scopes ?? [], isPublic);
-    } catch (error) {
-      // The database is unreachable (retries exhausted): say so (503), rather than a 500.
-      throw toHttpException(error, 'session') ?? error;
-    }
+  /** Attaches what authenticated the request (nothing on a public route without one). */
+  #attach(req: HttpRequestLike, found: Authenticated | undefined): true {
     if (!found) return true; // a public route, without a (valid) credential
     let restored: Promise<OAuthSession> | undefined;
     const { did, appSessionId } = found;
     const auth: AtProtoRequestAuth = {
-      ...found,
+      did,
+      credential: found.credential,
       appSessionId,
+      ...(found.apiKeyId === undefined ? {} : { apiKeyId: found.apiKeyId }),
       restore: () =>
         (restored ??= this.auth.restore(did).catch(async (error: unknown) => {
           // The OAuth session has ended for good (revoked, refresh refused): a device's app
@@ -127,78 +165,42 @@ export class AtProtoAuthGuard implements CanActivate {
     return true;
   }
 
-  /** The request's credential, checked; undefined on a public route without a valid one. */
-  private async authenticate(
+  /**
+   * The request's credential, checked; undefined on a public route without a valid one.
+   * Synchronous when the credential is in this instance's caches.
+   */
+  #authenticate(
     req: HttpRequestLike,
     context: ExecutionContext,
-    allow: readonly AtProtoCredentialKind[],
-    scopes: readonly string[],
-    isPublic: boolean,
-  ): Promise<Authenticated | undefined> {
+    route: RouteRules,
+  ): Authenticated | undefined | Promise<Authenticated | undefined> {
     const authorization = req.headers.authorization;
     // Only the Bearer scheme is the module's: another one (a staging proxy's Basic auth,
     // which browsers resend on their own) leaves the cookie in charge, cross-site check
     // included.
     if (typeof authorization === 'string' && /^Bearer(?: |$)/i.test(authorization)) {
-      const bearer = BEARER.exec(authorization);
-      const value = bearer?.[1];
-      const kind: AtProtoCredentialKind | undefined =
-        value === undefined
-          ? undefined
-          : value.startsWith(this.options.apiKeys.prefix)
-            ? 'api-key'
-            : JWT_SHAPE.test(value)
-              ? 'bearer'
-              : undefined;
-      if (!value || !kind) {
-        return this.refuse(
-          context,
-          isPublic,
-          'invalid_request',
-          'Send "Authorization: Bearer <access token or API key>".',
-        );
-      }
-      if (!allow.includes(kind)) {
-        if (isPublic) return undefined;
-        throw new ForbiddenException(NOT_ACCEPTED[kind]);
-      }
-      if (kind === 'api-key') {
-        const key = await this.apiKeys.validate(value);
-        if (!key)
-          return this.refuse(
-            context,
-            isPublic,
-            'invalid_token',
-            'This API key is unknown, revoked or expired.',
-          );
-        if (!apiKeyHasScopes(key, scopes)) {
-          if (isPublic) return undefined;
-          throw new ForbiddenException(
-            `This API key lacks a scope this route requires (${scopes.join(', ')}).`,
-          );
-        }
-        return { did: key.did, credential: 'api-key', apiKeyId: key.id };
-      }
-      const token = await this.native.verifyAccessToken(value);
-      const session = token ? await this.appSessions.validateId(token.appSessionId) : undefined;
-      if (!token || !session || session.did !== token.did) {
-        return this.refuse(
-          context,
-          isPublic,
-          'invalid_token',
-          'The access token is invalid, expired or revoked.',
-        );
-      }
-      return { did: session.did, credential: 'bearer', appSessionId: session.id };
+      return this.#bearer(authorization, context, route);
     }
 
-    const cookie = readCookie(req, this.options.cookie.sessionName);
-    const session = cookie ? await this.appSessions.validate(cookie) : undefined;
+    const id = AppSessionService.idOfToken(readCookie(req, this.options.cookie.sessionName));
+    if (id === undefined) return this.#cookie(req, route, undefined);
+    const cached = this.appSessions.cachedActive(id);
+    if (cached) return this.#cookie(req, route, cached);
+    return this.appSessions.validateId(id).then((session) => this.#cookie(req, route, session));
+  }
+
+  /** The checks of a cookie request, once its app session is known (or not). */
+  #cookie(
+    req: HttpRequestLike,
+    route: RouteRules,
+    session: { id: string; did: string } | undefined,
+  ): Authenticated | undefined {
+    const { isPublic } = route;
     if (!session) {
       if (isPublic) return undefined;
       throw new UnauthorizedException(AT_PROTO_MESSAGES.signIn);
     }
-    if (!allow.includes('cookie')) {
+    if (!route.allow.includes('cookie')) {
       if (isPublic) return undefined;
       throw new ForbiddenException(NOT_ACCEPTED.cookie);
     }
@@ -208,6 +210,94 @@ export class AtProtoAuthGuard implements CanActivate {
       throw new ForbiddenException(AT_PROTO_MESSAGES.crossSite);
     }
     return { did: session.did, credential: 'cookie', appSessionId: session.id };
+  }
+
+  /** `Authorization: Bearer <access token or API key>`. */
+  #bearer(
+    authorization: string,
+    context: ExecutionContext,
+    route: RouteRules,
+  ): Authenticated | undefined | Promise<Authenticated | undefined> {
+    const { isPublic, allow } = route;
+    const value = BEARER.exec(authorization)?.[1];
+    const kind: AtProtoCredentialKind | undefined =
+      value === undefined
+        ? undefined
+        : value.startsWith(this.options.apiKeys.prefix)
+          ? 'api-key'
+          : JWT_SHAPE.test(value)
+            ? 'bearer'
+            : undefined;
+    if (!value || !kind) {
+      return this.refuse(
+        context,
+        isPublic,
+        'invalid_request',
+        'Send "Authorization: Bearer <access token or API key>".',
+      );
+    }
+    if (!allow.includes(kind)) {
+      if (isPublic) return undefined;
+      throw new ForbiddenException(NOT_ACCEPTED[kind]);
+    }
+    if (kind === 'api-key') {
+      const cached = this.apiKeys.cachedActive(value);
+      if (cached) return this.#apiKey(context, route, cached);
+      return this.apiKeys.validate(value).then((key) => this.#apiKey(context, route, key));
+    }
+    const token = this.native.verifiedCached(value);
+    const session = token && this.appSessions.cachedActive(token.appSessionId);
+    if (token && session) return this.#accessToken(context, isPublic, token, session);
+    return this.native
+      .verifyAccessToken(value)
+      .then(async (verified) =>
+        this.#accessToken(
+          context,
+          isPublic,
+          verified,
+          verified ? await this.appSessions.validateId(verified.appSessionId) : undefined,
+        ),
+      );
+  }
+
+  #apiKey(
+    context: ExecutionContext,
+    route: RouteRules,
+    key: { id: string; did: string; scopes: readonly string[] | null } | undefined,
+  ): Authenticated | undefined {
+    const { isPublic, scopes } = route;
+    if (!key) {
+      return this.refuse(
+        context,
+        isPublic,
+        'invalid_token',
+        'This API key is unknown, revoked or expired.',
+      );
+    }
+    if (!apiKeyHasScopes(key, scopes)) {
+      if (isPublic) return undefined;
+      throw new ForbiddenException(
+        `This API key lacks a scope this route requires (${scopes.join(', ')}).`,
+      );
+    }
+    return { did: key.did, credential: 'api-key', apiKeyId: key.id };
+  }
+
+  #accessToken(
+    context: ExecutionContext,
+    isPublic: boolean,
+    token: { did: string } | undefined,
+    session: { id: string; did: string } | undefined,
+  ): Authenticated | undefined {
+    if (!token || !session || session.did !== token.did) {
+      return this.refuse(
+        context,
+        isPublic,
+        'invalid_token',
+        'The access token is invalid, expired or revoked.',
+      );
+    }
+    return { did: session.did, credential: 'bearer', appSessionId: session.id };
   }
 
   /** A 401 for a bad bearer credential (RFC 6750 §3), or nothing on a public route. */
@@ -222,4 +312,17 @@ export class AtProtoAuthGuard implements CanActivate {
     res.setHeader?.('WWW-Authenticate', `Bearer error="${error}"`);
     throw new UnauthorizedException(message);
   }
+}
+
+/** What a route asks of the guard. */
+interface RouteRules {
+  readonly isPublic: boolean;
+  readonly allow: readonly AtProtoCredentialKind[];
+  /** API-key scopes the route requires. */
+  readonly scopes: readonly string[];
+}
+
+/** The database is unreachable (retries exhausted): say so (503), rather than a 500. */
+function asHttpError(error: unknown): unknown {
+  return toHttpException(error, 'session') ?? error;
 }

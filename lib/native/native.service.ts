@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, hash, randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import { AtProtoBadRequestError } from '../errors/at-proto-http.errors.js';
@@ -400,12 +400,24 @@ export class AtProtoNativeService {
    * throws. The guard must still check the app session (`AppSessionService.validateId`) on
    * every request: this only proves the token was issued here and has not expired.
    */
+  /**
+   * The guard's synchronous path: what an access token says if it was verified before and
+   * has not expired (the verified-token cache), else `undefined`: then call
+   * `verifyAccessToken`. A hit costs no promise.
+   * @internal
+   */
+  verifiedCached(token: string): { did: string; appSessionId: string } | undefined {
+    if (!this.#tokens || token.length > MAX_TOKEN_LENGTH) return undefined;
+    const hit = this.#verified.get(hash('sha256', token, 'base64url'));
+    return hit !== undefined && hit.expiresAt > Date.now() ? hit : undefined;
+  }
+
   async verifyAccessToken(token: string): Promise<NativeAccessTokenInfo | undefined> {
     const tokens = this.#tokens;
     if (!tokens || typeof token !== 'string') return undefined;
     if (token.length > MAX_TOKEN_LENGTH || !JWT_SHAPE.test(token)) return undefined;
     try {
-      const key = createHash('sha256').update(token, 'utf8').digest('base64url');
+      const key = hash('sha256', token, 'base64url');
       const now = Date.now();
       const hit = this.#verified.get(key);
       if (hit) {

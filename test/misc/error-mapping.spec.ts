@@ -82,7 +82,10 @@ async function boot(withAppFilter: boolean): Promise<INestApplication> {
   return app;
 }
 
-async function get(app: INestApplication, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
+async function get(
+  app: INestApplication,
+  path: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${await app.getUrl()}${path}`);
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
