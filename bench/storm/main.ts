@@ -70,6 +70,10 @@ interface Burst {
   refreshes: number;
   /** ms from the burst's start to the refresh reaching the PDS, if one did. */
   refreshAtMs?: number;
+  /** CPU time the 4 app instances spent during the burst (user + system), ms. */
+  instancesCpuMs: number;
+  /** Share of the machine's CPU time the hypervisor took during the burst, if known. */
+  steal?: number;
   pdsLog: string;
 }
 
@@ -99,6 +103,39 @@ function version(pkg: string): string {
   ).version;
 }
 
+/** Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`, 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+/**
+ * CPU time (user + system, ms) of the app instances so far, from `/proc/<pid>/stat`:
+ * the work a burst costs, which the machine's other load does not change the way it
+ * changes latencies. Undefined where there is no `/proc`.
+ */
+function instancesCpuMs(cluster: Cluster): number | undefined {
+  try {
+    let ticks = 0;
+    for (const instance of cluster.instances) {
+      const stat = readFileSync(`/proc/${instance.child!.pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    }
+    return (ticks * 1000) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Time the hypervisor took from this machine's CPUs (Linux `/proc/stat`). */
+function stolen(): { steal: number; total: number } | undefined {
+  try {
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1);
+    const n = cpu.map(Number);
+    return { steal: n[7] ?? 0, total: n.reduce((a, b) => a + b, 0) };
+  } catch {
+    return undefined;
+  }
+}
+
 /** `BURST` concurrent `GET /api/session`, round-robin over the instances, each timed. */
 async function timedBurst(
   cluster: Cluster,
@@ -125,7 +162,11 @@ async function timedBurst(
 async function burst(cluster: Cluster, cookie: string, kind: Kind, round: number): Promise<Burst> {
   await cluster.pds.reset();
   if (kind === 'storm') await cluster.expireAccessToken(cluster.account.did);
+  const cpu0 = instancesCpuMs(cluster);
+  const steal0 = stolen();
   const { results, latencies, wallMs, startedAt } = await timedBurst(cluster, cookie);
+  const cpu1 = instancesCpuMs(cluster);
+  const steal1 = stolen();
   const requests = await cluster.pds.tokenRequests();
   const attempts = refreshAttempts(requests);
   return {
@@ -136,6 +177,10 @@ async function burst(cluster: Cluster, cookie: string, kind: Kind, round: number
     statuses: statusCounts(results),
     refreshes: attempts.length,
     ...(attempts[0] ? { refreshAtMs: attempts[0].at - startedAt } : {}),
+    instancesCpuMs: cpu0 === undefined || cpu1 === undefined ? Number.NaN : cpu1 - cpu0,
+    ...(steal0 && steal1 && steal1.total > steal0.total
+      ? { steal: (steal1.steal - steal0.steal) / (steal1.total - steal0.total) }
+      : {}),
     pdsLog: describeRequests(requests),
   };
 }
@@ -156,9 +201,11 @@ function describe(b: Burst): string {
   const l = b.latencies;
   return (
     `${b.kind}: p50 ${fmt(quantile(l, 0.5), 1)} ms, p99 ${fmt(quantile(l, 0.99), 1)} ms, ` +
-    `max ${fmt(l.at(-1)!, 1)} ms, burst ${fmt(b.wallMs)} ms, ${JSON.stringify(b.statuses)}, ` +
+    `max ${fmt(l.at(-1)!, 1)} ms, burst ${fmt(b.wallMs)} ms, ` +
+    `instances' CPU ${fmt(b.instancesCpuMs)} ms, ${JSON.stringify(b.statuses)}, ` +
     `${b.refreshes} refresh(es)` +
-    (b.refreshAtMs === undefined ? '' : ` reaching the PDS at +${fmt(b.refreshAtMs)} ms`)
+    (b.refreshAtMs === undefined ? '' : ` reaching the PDS at +${fmt(b.refreshAtMs)} ms`) +
+    (b.steal === undefined ? '' : `, ${fmt(b.steal * 100, 1)} % stolen`)
   );
 }
 
@@ -168,7 +215,9 @@ function report(bursts: Burst[]): string {
     what === 'max' ? b.latencies.at(-1)! : quantile(b.latencies, what === 'p50' ? 0.5 : 0.99);
   const range = (xs: number[], digits: number, unit = '') =>
     `${fmt(median(xs), digits)}${unit} (${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)})`;
-  const rows: string[][] = [['', 'p50 ms', 'p99 ms', 'max ms', 'whole burst ms']];
+  const rows: string[][] = [
+    ['', 'p50 ms', 'p99 ms', 'max ms', 'whole burst ms', "instances' CPU ms"],
+  ];
   for (const kind of ['fresh', 'storm'] as const) {
     const mine = of(kind);
     rows.push([
@@ -191,11 +240,16 @@ function report(bursts: Burst[]): string {
         mine.map((b) => b.wallMs),
         0,
       ),
+      range(
+        mine.map((b) => b.instancesCpuMs),
+        0,
+      ),
     ]);
   }
   // Paired within each round: the storm against the fresh burst next to it.
   const pairs = of('storm').map((s) => [of('fresh').find((f) => f.round === s.round)!, s] as const);
   const added: string[][] = [['added by the storm', 'storm − fresh, ms', 'storm ÷ fresh']];
+  const cpu = pairs.map(([f, s]) => s.instancesCpuMs - f.instancesCpuMs);
   for (const what of ['p50', 'p99', 'max'] as const) {
     added.push([
       what,
@@ -210,7 +264,19 @@ function report(bursts: Burst[]): string {
       ),
     ]);
   }
-  return `${table(rows)}\n\n${table(added)}`;
+  added.push([
+    "instances' CPU",
+    range(cpu, 0),
+    range(
+      pairs.map(([f, s]) => s.instancesCpuMs / f.instancesCpuMs),
+      2,
+      '×',
+    ),
+  ]);
+  return (
+    `${table(rows)}\n\n${table(added)}\n\ninstances' CPU added per waiting request: ` +
+    `${fmt(median(cpu) / (BURST - 1), 2)} ms (median over the rounds, over ${BURST - 1} requests)`
+  );
 }
 
 async function main(): Promise<void> {
