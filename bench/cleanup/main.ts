@@ -197,11 +197,9 @@ async function runLoad(server: GuardServer, duration: number): Promise<RateLoadR
   const code = await new Promise<number | null>((r) => child.once('exit', r));
   if (code !== 0) throw new Error(`the load generator exited with ${code}`);
   const result = JSON.parse(out) as RateLoadResult;
-  // The guard must answer every request of its own session: a figure over failures or
-  // over too few answers would mean nothing.
-  if (result.failed > 0 || result.ok < RATE * duration * 0.8) {
-    throw new Error(`live traffic failed: ${JSON.stringify(result)}`);
-  }
+  // The guard must answer every request of its own session: a latency over failures would
+  // mean nothing. (Fewer answers than the rate asks for is a figure: the server fell behind.)
+  if (result.failed > 0) throw new Error(`live traffic failed: ${JSON.stringify(result)}`);
   return result;
 }
 
@@ -388,6 +386,11 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 const ms = (us: number) => (us / 1000).toFixed(2);
+/** 2xx answers per second over slices (below `--rate` when the server fell behind). */
+const rps = (slices: RateLoadResult[]) =>
+  Math.round(
+    slices.reduce((n, l) => n + l.ok, 0) / slices.reduce((n, l) => n + l.seconds, 0),
+  ).toString();
 
 function report(samples: Sample[]): string {
   const rows = [
@@ -401,6 +404,7 @@ function report(samples: Sample[]): string {
       'during p50/p99 ms',
       'p99 ratio (median slice)',
       'worst slice p99 ms',
+      'req/s idle / during',
     ],
   ];
   for (const s of samples) {
@@ -416,6 +420,7 @@ function report(samples: Sample[]): string {
       `${ms(median(s.during.map((l) => l.p50)))} / ${ms(during99)}`,
       (during99 / idle99).toFixed(2),
       ms(Math.max(...s.during.map((l) => l.p99))),
+      `${rps(s.idle)} / ${rps(s.during)}`,
     ]);
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
