@@ -72,6 +72,7 @@ const DOC_APPS: DocApp[] = [
       'docs/storage.md',
       'docs/native-apps.md',
       'docs/api-keys.md',
+      'docs/service-auth.md',
     ],
     // migration:show lists the shipped migration as applied ([X]) by migration:run.
     runOutput: /\[X\].*AtProtoInit1763800000000/,
