@@ -6,8 +6,10 @@
  * - **get**: the app-session store's `get(id)`, what `AppSessionService` reads on a cache
  *   miss (the first request of a session on an instance), through the module's own store and
  *   DataSource, against a raw primary-key read of the same row through the same driver and
- *   pool (a named prepared statement on `pg`, a prepared statement on better-sqlite3), mapped
- *   to the same record (the same `AppSessionRecord`, dates and nulls included).
+ *   pool (a parametrised `pool.query` on `pg`, a prepared statement on better-sqlite3), mapped
+ *   to the same record (the same `AppSessionRecord`, dates and nulls included). On
+ *   PostgreSQL a named (server-side prepared) statement is measured for reference: what
+ *   PostgreSQL's parse and plan of each statement cost.
  * - **restore**: `AtProtoAuthService.restore(did)` of a fresh OAuth session (what
  *   `@AtProtoSession()` triggers; no refresh, so no request to the authorization server),
  *   with Redis configured as in production (the distributed lock and the shared OAuth
@@ -287,14 +289,16 @@ interface SqliteStatement {
 }
 
 /**
- * A primary-key read through the DataSource's own driver and pool, with no ORM: a named
- * (server-side prepared) statement on PostgreSQL, a prepared statement on better-sqlite3.
+ * A primary-key read through the DataSource's own driver and pool, with no ORM: on
+ * PostgreSQL a parametrised query (`pool.query({ text, values })`, the extended protocol with
+ * an unnamed statement), or with `named` a named statement, prepared once per connection; on
+ * better-sqlite3 a statement prepared once.
  */
 function rawPkRead<R>(
   ds: DataSource,
   dialect: Dialect,
   sql: string,
-  named = true,
+  named = false,
 ): (key: string) => Promise<R | undefined> {
   if (dialect === 'postgres') {
     const pool = (ds.driver as unknown as { master: PgPool }).master;
@@ -543,12 +547,14 @@ async function main(): Promise<void> {
       if (PARTS.includes('get')) {
         const subjects: Variant[] = [{ id: 'store.get', run: (id) => s.appStore.get(id) }];
         if (dialect === 'postgres') {
-          // For reference: the same read as an unnamed statement, parsed and planned each time.
-          const unnamed = rawPkRead<AppSessionRow>(s.dataSource, dialect, APP_SESSION_SQL, false);
+          // For reference: the same read as a named (server-side prepared) statement, parsed
+          // and planned once per connection, which the module does not use (see
+          // lib/storage/typeorm/primary-key-read.ts).
+          const named = rawPkRead<AppSessionRow>(s.dataSource, dialect, APP_SESSION_SQL, true);
           subjects.push({
-            id: 'raw, unnamed',
+            id: 'raw, named prepared',
             run: async (id) => {
-              const row = await unnamed(id);
+              const row = await named(id);
               return row ? toRecord(row) : undefined;
             },
           });
