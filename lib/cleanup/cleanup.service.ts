@@ -29,13 +29,13 @@ export interface CleanupSettings {
   /**
    * Revocations in flight at once (each under its own DID's lock): a revocation waits on the
    * authorization server, and one at a time would make a run of many last as long as all
-   * those round trips end to end. @default 4
+   * those round trips end to end. @default 8
    */
   revokeConcurrency?: number;
 }
 
 /** See {@link CleanupSettings.revokeConcurrency}. @internal */
-export const DEFAULT_REVOKE_CONCURRENCY = 4;
+export const DEFAULT_REVOKE_CONCURRENCY = 8;
 
 /**
  * What else a run includes, outside the storage's cleanup target: native apps' one-time
@@ -114,47 +114,19 @@ export class CleanupRunner {
       revokedBefore: now - this.settings.revokedGraceMs,
     };
     const tried = new Set<string>();
-    for (;;) {
-      const { deleted, dids } = await this.target.deleteEndedAppSessions(cutoffs, batchSize);
-      if (deleted === 0) break;
-      result.appSessions += deleted;
-      // Checked per batch, right after the deletion, so that an interrupted run loses at most
-      // one batch's revocations (those are retried by the anti-join pass of the next run).
-      result.oauthSessionsRevoked += await this.#revokeUnused(dids, cutoffs, tried);
+    const antiJoin = this.settings.revokeUnusedOAuthSessions ?? true;
+    const revocations = new RevocationPool(
+      (did) => this.#revoke(did, cutoffs),
+      Math.max(1, this.settings.revokeConcurrency ?? DEFAULT_REVOKE_CONCURRENCY),
+    );
+    try {
+      await this.#deleteAndRevoke(cutoffs, tried, revocations, antiJoin, result);
+    } finally {
+      // Never leave revocations running behind a run that ended (its caller may close the
+      // connections next): those not started are dropped (the next run finds them).
+      await revocations.stop();
     }
-    const keysEndedBefore =
-      now - (this.settings.apiKeyRevokedGraceMs ?? API_KEY_DEFAULTS.revokedGraceMs);
-    for (;;) {
-      const { deleted, dids } = await this.target.deleteEndedApiKeys(keysEndedBefore, batchSize);
-      if (deleted === 0) break;
-      result.apiKeys += deleted;
-      // A DID whose last (ended) key just went may have nothing else using its OAuth session:
-      // the same per-batch check as for app sessions.
-      result.oauthSessionsRevoked += await this.#revokeUnused(dids, cutoffs, tried);
-    }
-    const { nativeCodes, nativeRefreshFamilies } = this.extras;
-    if (nativeCodes) {
-      for (let n; (n = await nativeCodes(now, batchSize)) > 0;) result.nativeCodes += n;
-    }
-    if (nativeRefreshFamilies) {
-      for (let n; (n = await nativeRefreshFamilies(now, batchSize)) > 0;) {
-        result.nativeRefreshFamilies += n;
-      }
-    }
-    if (this.settings.revokeUnusedOAuthSessions ?? true) {
-      for (let after: string | undefined; ;) {
-        const page = await this.target.oauthSessionsWithoutActiveAppSession(
-          cutoffs,
-          after,
-          batchSize,
-        );
-        const fresh = page.filter((did) => !tried.has(did));
-        for (const did of fresh) tried.add(did);
-        result.oauthSessionsRevoked += await this.#revokeAll(fresh, cutoffs);
-        if (page.length < batchSize) break;
-        after = page.at(-1);
-      }
-    }
+    result.oauthSessionsRevoked = revocations.revoked;
     if (Object.values(result).some((n) => n > 0)) {
       this.#logger.log(
         `Cleanup removed ${result.states} states, ${result.oauthSessions} OAuth sessions, ` +
@@ -166,24 +138,85 @@ export class CleanupRunner {
     return result;
   }
 
+  async #deleteAndRevoke(
+    cutoffs: { now: number; idleBefore: number; revokedBefore: number },
+    tried: Set<string>,
+    revocations: RevocationPool,
+    antiJoin: boolean,
+    result: CleanupResult,
+  ): Promise<void> {
+    const { now } = cutoffs;
+    const { batchSize } = this.settings;
+    // After each batch its candidates join the revocations, and the next batch is deleted
+    // once every earlier candidate has started (at most `revokeConcurrency` still in
+    // flight): deleting and revoking overlap, and an interrupted run loses at most one
+    // batch's revocations plus those in flight, which the anti-join pass of the next run
+    // retries. Without that pass, each batch's revocations end before the next batch.
+    const pace = () => (antiJoin ? revocations.started() : revocations.settled());
+    for (;;) {
+      const { deleted, dids } = await this.target.deleteEndedAppSessions(cutoffs, batchSize);
+      if (deleted === 0) break;
+      result.appSessions += deleted;
+      revocations.add(await this.#unusedWithSession(dids, cutoffs, tried));
+      await pace();
+    }
+    const keysEndedBefore =
+      now - (this.settings.apiKeyRevokedGraceMs ?? API_KEY_DEFAULTS.revokedGraceMs);
+    for (;;) {
+      const { deleted, dids } = await this.target.deleteEndedApiKeys(keysEndedBefore, batchSize);
+      if (deleted === 0) break;
+      result.apiKeys += deleted;
+      // A DID whose last (ended) key just went may have nothing else using its OAuth session:
+      // the same per-batch check as for app sessions.
+      revocations.add(await this.#unusedWithSession(dids, cutoffs, tried));
+      await pace();
+    }
+    const { nativeCodes, nativeRefreshFamilies } = this.extras;
+    if (nativeCodes) {
+      for (let n; (n = await nativeCodes(now, batchSize)) > 0;) result.nativeCodes += n;
+    }
+    if (nativeRefreshFamilies) {
+      for (let n; (n = await nativeRefreshFamilies(now, batchSize)) > 0;) {
+        result.nativeRefreshFamilies += n;
+      }
+    }
+    if (antiJoin) {
+      for (let after: string | undefined; ;) {
+        const page = await this.target.oauthSessionsWithoutActiveAppSession(
+          cutoffs,
+          after,
+          batchSize,
+        );
+        // DIDs whose revocation is still in flight are in `tried`: never revoked twice.
+        const fresh = page.filter((did) => !tried.has(did));
+        for (const did of fresh) tried.add(did);
+        revocations.add(fresh);
+        await revocations.started();
+        if (page.length < batchSize) break;
+        after = page.at(-1);
+      }
+    }
+    await revocations.settled();
+  }
+
   /**
-   * Revokes the OAuth sessions of those `dids` that nothing uses any more (each DID tried
-   * once per run); resolves how many were revoked. Which DIDs are unused and which have an
-   * OAuth session are asked for the whole list at once; only the DIDs that are both take
+   * Those of `dids` whose OAuth session nothing uses any more and which have one (each DID
+   * considered once per run): the candidates for revocation. Which DIDs are unused and which
+   * have an OAuth session are asked for the whole list at once; only the candidates take
    * their lock (where the decision is made again, see {@link CleanupRunner.run}).
    */
-  async #revokeUnused(
+  async #unusedWithSession(
     dids: string[],
     cutoffs: { now: number; idleBefore: number },
     tried: Set<string>,
-  ): Promise<number> {
+  ): Promise<string[]> {
     const unused: string[] = [];
     for (const did of await this.target.didsWithoutActiveAppSession(dids, cutoffs)) {
       if (tried.has(did)) continue;
       tried.add(did);
       unused.push(did);
     }
-    return this.#revokeAll(await this.#withSession(unused, cutoffs.now), cutoffs);
+    return this.#withSession(unused, cutoffs.now);
   }
 
   /** Those of `dids` that have an OAuth session; a failed read counts as none (logged). */
@@ -202,25 +235,6 @@ export class CleanupRunner {
     const out: string[] = [];
     for (const did of dids) if (await this.#hasSession(did)) out.push(did);
     return out;
-  }
-
-  /**
-   * Revokes each of `dids` if still unused, at most `revokeConcurrency` at once (distinct
-   * DIDs, distinct locks); resolves how many were revoked. Settles only when every one has:
-   * a batch's revocations are done before the next batch is deleted.
-   */
-  async #revokeAll(dids: string[], cutoffs: { now: number; idleBefore: number }): Promise<number> {
-    let revoked = 0;
-    let next = 0;
-    const worker = async () => {
-      while (next < dids.length) {
-        const did = dids[next++]!;
-        if (await this.#revoke(did, cutoffs)) revoked++;
-      }
-    };
-    const limit = Math.max(1, this.settings.revokeConcurrency ?? DEFAULT_REVOKE_CONCURRENCY);
-    await Promise.all(Array.from({ length: Math.min(limit, dids.length) }, worker));
-    return revoked;
   }
 
   async #hasSession(did: string): Promise<boolean> {
@@ -249,6 +263,72 @@ export class CleanupRunner {
         `Cleanup could not revoke an OAuth session; the next run tries again: ${describeError(error)}`,
       );
       return false;
+    }
+  }
+}
+
+/**
+ * Revocations of one run: at most `concurrency` in flight, the rest waiting in order.
+ * `revoke` never rejects (failures are logged and count as not revoked).
+ */
+class RevocationPool {
+  readonly #waiting: string[] = [];
+  #inFlight = 0;
+  #revoked = 0;
+  #stopped = false;
+  /** Woken whenever a revocation ends. */
+  #wake: (() => void) | undefined;
+
+  constructor(
+    private readonly revoke: (did: string) => Promise<boolean>,
+    private readonly concurrency: number,
+  ) {}
+
+  /** Revocations that happened so far. */
+  get revoked(): number {
+    return this.#revoked;
+  }
+
+  add(dids: readonly string[]): void {
+    if (this.#stopped) return;
+    this.#waiting.push(...dids);
+    this.#pump();
+  }
+
+  /** Resolves once every DID added so far has started (none waiting). */
+  started(): Promise<void> {
+    return this.#until(() => this.#waiting.length === 0);
+  }
+
+  /** Resolves once every DID added so far has ended. */
+  settled(): Promise<void> {
+    return this.#until(() => this.#waiting.length === 0 && this.#inFlight === 0);
+  }
+
+  /** Drops the waiting DIDs and resolves once those in flight have ended. */
+  stop(): Promise<void> {
+    this.#stopped = true;
+    this.#waiting.length = 0;
+    return this.settled();
+  }
+
+  #pump(): void {
+    while (this.#inFlight < this.concurrency && this.#waiting.length > 0) {
+      const did = this.#waiting.shift()!;
+      this.#inFlight++;
+      const ended = (done: boolean) => {
+        if (done) this.#revoked++;
+        this.#inFlight--;
+        this.#pump();
+        this.#wake?.();
+      };
+      void this.revoke(did).then(ended, () => ended(false));
+    }
+  }
+
+  async #until(condition: () => boolean): Promise<void> {
+    while (!condition()) {
+      await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }
 }

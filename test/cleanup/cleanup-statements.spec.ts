@@ -17,6 +17,7 @@ import {
   AtProtoModule,
   atProtoEntities,
 } from 'nestjs-atproto-auth';
+import type { CleanupTarget } from '../../lib/cleanup/cleanup.interface.js';
 import { CleanupRunner, DEFAULT_REVOKE_CONCURRENCY } from '../../lib/cleanup/cleanup.service.js';
 import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
 import type { AtProtoSessionStore } from '../../lib/storage/store.interface.js';
@@ -181,5 +182,102 @@ describe.each(DIALECTS)('cleanup statements on %s', (dialect: Dialect) => {
     expect(result.oauthSessionsRevoked).toBe(dids.length);
     expect([...revoked].sort()).toEqual([...dids].sort());
     expect(most).toBe(DEFAULT_REVOKE_CONCURRENCY);
+  }, 120_000);
+
+  /** The TypeORM target, counting the batches of ended app sessions it is asked for. */
+  function countingTarget(): { target: CleanupTarget; deletes: () => number } {
+    const real = new TypeOrmCleanupTarget(ds);
+    let deletes = 0;
+    const target: CleanupTarget = {
+      deleteExpiredStates: (n, b) => real.deleteExpiredStates(n, b),
+      deleteExpiredOAuthSessions: (n, b) => real.deleteExpiredOAuthSessions(n, b),
+      deleteEndedAppSessions: (c, b) => {
+        deletes++;
+        return real.deleteEndedAppSessions(c, b);
+      },
+      didsWithoutActiveAppSession: (d, c) => real.didsWithoutActiveAppSession(d, c),
+      didsWithOAuthSession: (d, n) => real.didsWithOAuthSession(d, n),
+      oauthSessionsWithoutActiveAppSession: (c, a, l) =>
+        real.oauthSessionsWithoutActiveAppSession(c, a, l),
+      deleteEndedApiKeys: (c, b) => real.deleteEndedApiKeys(c, b),
+    };
+    return { target, deletes: () => deletes };
+  }
+
+  /** `count` DIDs with one ended app session each; the first `withSession` have an OAuth session. */
+  async function seedEnded(prefix: string, count: number, withSession: number) {
+    const now = Date.now();
+    const store = app.get<AtProtoSessionStore>(AT_PROTO_SESSION_STORE);
+    const dids = Array.from({ length: count }, (_, i) => `did:web:${prefix}-${i}.example`);
+    await ds.query(
+      `INSERT INTO atproto_app_session (id, did, created_at, expires_at, last_seen_at, revoked_at) VALUES ${dids
+        .map(
+          (did) =>
+            `('${prefix}-${did}', '${did}', ${now - 40 * DAY}, ${now - 1000}, ${now - HOUR}, NULL)`,
+        )
+        .join(', ')}`,
+    );
+    for (const did of dids.slice(0, withSession)) await store.set(did, sessionValue(did));
+    return { dids, store };
+  }
+
+  const settings = { batchSize: 10, appSessionIdleTtlMs: 7 * DAY, revokedGraceMs: DAY };
+
+  it('deletes the next batch while the revocations of the previous one are in flight', async () => {
+    const { dids, store } = await seedEnded('overlap', 30, 2);
+    const { target, deletes } = countingTarget();
+    const overlapped: boolean[] = [];
+    const auth = {
+      revoke: async (did: string, ifUnused: { since: Date; inUse: () => Promise<boolean> }) => {
+        const before = deletes();
+        // Waits for the runner to ask for another batch; a runner that waits for this
+        // revocation first never does (given up after a while, so that the test fails
+        // rather than hangs).
+        for (let turn = 0; turn < 2000 && deletes() === before; turn++) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        overlapped.push(deletes() > before);
+        if (await ifUnused.inUse()) return false;
+        await store.del(did);
+        return true;
+      },
+    };
+    const runner = new CleanupRunner(target, auth, async () => true, settings, {
+      oauthSessionsAmong: (d, n) => target.didsWithOAuthSession(d, n),
+    });
+    const result = await runner.run(Date.now() + 1);
+    expect(result.appSessions).toBe(dids.length);
+    expect(result.oauthSessionsRevoked).toBe(2);
+    expect(overlapped).toEqual([true, true]);
+  }, 120_000);
+
+  it('deletes no further batch while earlier candidates wait for a free revocation slot', async () => {
+    const { dids, store } = await seedEnded('paced', 30, 30);
+    const { target, deletes } = countingTarget();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let started = 0;
+    const auth = {
+      revoke: async (did: string) => {
+        started++;
+        await released;
+        await store.del(did);
+        return true;
+      },
+    };
+    const runner = new CleanupRunner(target, auth, async () => true, settings, {
+      oauthSessionsAmong: (d, n) => target.didsWithOAuthSession(d, n),
+    });
+    const run = runner.run(Date.now() + 1);
+    // The first batch's 10 candidates: 8 in flight, 2 waiting. Give the runner every chance
+    // to run ahead (database round trips), then look.
+    while (started < DEFAULT_REVOKE_CONCURRENCY) await ds.query('SELECT 1');
+    for (let i = 0; i < 20; i++) await ds.query('SELECT 1');
+    expect(started).toBe(DEFAULT_REVOKE_CONCURRENCY);
+    expect(deletes()).toBe(1);
+    release();
+    const result = await run;
+    expect(result.appSessions).toBe(dids.length);
+    expect(result.oauthSessionsRevoked).toBe(dids.length);
   }, 120_000);
 });
