@@ -78,6 +78,10 @@ export interface CleanupRevoker {
  * Only revocations that happened are counted; one that failed leaves the OAuth session in
  * place and the next run tries again (the anti-join pass finds it). Safe to interrupt at any
  * point: the next run continues where it stopped.
+ *
+ * The work per batch is a handful of statements whatever the number of DIDs in it (which
+ * are unused, which have an OAuth session); only the candidates take their lock, up to
+ * `revokeConcurrency` at once, while the next batches are deleted (see `#deleteAndRevoke`).
  * @internal
  */
 export class CleanupRunner {
