@@ -17,6 +17,7 @@ import { AppSessionService } from './session/app-session.service.js';
 import { AtProtoApiKeyService } from './api-keys/api-key.service.js';
 import { AtProtoNativeService } from './native/native.service.js';
 import { AtProtoServiceAuthService } from './service-auth/service-auth.service.js';
+import { AtProtoServiceJwtVerifier } from './service-auth/service-jwt-verifier.js';
 
 /**
  * AT Protocol (Bluesky) OAuth login for a NestJS app: the OAuth client, its routes
@@ -52,6 +53,7 @@ import { AtProtoServiceAuthService } from './service-auth/service-auth.service.j
     AtProtoNativeService,
     AtProtoApiKeyService,
     AtProtoServiceAuthService,
+    AtProtoServiceJwtVerifier,
   ],
 })
 export class AtProtoModule extends AtProtoConfigurableModule {}

@@ -57,6 +57,7 @@ import { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
 import type { ResolvedAtProtoOptions } from './options/resolved-options.js';
 import { AppSessionService } from './session/app-session.service.js';
 import { AtProtoServiceAuthService } from './service-auth/service-auth.service.js';
+import { AtProtoServiceJwtVerifier } from './service-auth/service-jwt-verifier.js';
 import {
   MemoryAppSessionStore,
   MemorySessionStore,
@@ -230,6 +231,8 @@ export const atProtoProviders: Provider[] = [
   AtProtoApiKeyService,
   // Outbound service-auth tokens, cached (shared through Redis when configured).
   AtProtoServiceAuthService,
+  // Inbound service-auth tokens (@AtProtoServiceAuth routes).
+  AtProtoServiceJwtVerifier,
   AtProtoExceptionFilter,
   { provide: APP_FILTER, useExisting: AtProtoExceptionFilter },
 ];

@@ -154,6 +154,14 @@ export {
 } from './service-auth/service-auth.service.js';
 export type { AtProtoServiceAuthStats } from './service-auth/service-token-cache.js';
 export type { AtProtoServiceAuthOptions } from './service-auth/service-auth-options.js';
+export {
+  AtProtoServiceJwtVerifier,
+  type AtProtoServiceCaller,
+} from './service-auth/service-jwt-verifier.js';
+export type { AtProtoServiceAuthRouteOptions } from './service-auth/service-auth-route.js';
+export { AtProtoServiceAuthGuard } from './service-auth/service-auth.guard.js';
+export { AtProtoServiceAuth } from './decorators/at-proto-service-auth.decorator.js';
+export { AtProtoCaller } from './decorators/at-proto-caller.decorator.js';
 
 export * from './errors/index.js';
 

@@ -353,7 +353,11 @@ export async function resolveAtProtoOptions(
   const trustedOrigins = resolveTrustedOrigins(input, publicUrl, problems);
   const native = resolveNativeOptions(input.native, problems);
   const apiKeys = resolveApiKeyOptions(input.apiKeys, problems);
-  const serviceAuth = resolveServiceAuthOptions(input.serviceAuth, problems);
+  const serviceAuth = resolveServiceAuthOptions(
+    input.serviceAuth,
+    problems,
+    input.redis !== undefined,
+  );
 
   if (problems.length > 0 || !publicUrl) throw new AtProtoConfigError(problems);
 

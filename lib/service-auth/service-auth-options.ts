@@ -1,8 +1,10 @@
 import { z } from 'zod';
 
 /**
- * Options of outbound service-auth tokens, the JWTs a user's PDS signs for another service
- * (see docs/service-auth.md). Milliseconds.
+ * Options of service-auth tokens (see docs/service-auth.md), milliseconds: outbound, the
+ * JWTs a user's PDS signs for another service (`margin`, `fallbackTtl`, `sweepInterval`);
+ * inbound, the tokens other services send to this backend's `@AtProtoServiceAuth()` routes
+ * (`serviceDid`, `serviceDids`, `maxAge`, `clockSkew`, `replayStore`).
  * @publicApi
  */
 export interface AtProtoServiceAuthOptions {
@@ -19,6 +21,31 @@ export interface AtProtoServiceAuthOptions {
   fallbackTtl?: number;
   /** How often expired tokens are dropped from the in-process cache. @default 60000 */
   sweepInterval?: number;
+  /**
+   * This backend's DID as an audience of inbound tokens (`did:web:api.example.com`), or one
+   * of its services (`did:web:api.example.com#bsky_fg`). A bare DID also accepts tokens for
+   * any `#service` of it; a DID with a fragment accepts exactly that. Needed by
+   * `@AtProtoServiceAuth()` routes (with or instead of `serviceDids`).
+   */
+  serviceDid?: string;
+  /** More audiences this backend answers to (several DIDs, or several services of one). */
+  serviceDids?: string[];
+  /**
+   * Inbound tokens whose `exp` is further ahead than this are refused: a PDS issues at most
+   * 1 h. At most 1 h. @default 3600000
+   */
+  maxAge?: number;
+  /**
+   * How far an inbound token's `iat` may be in the future, for clocks that disagree a little.
+   * At most 300000 (5 min). @default 5000
+   */
+  clockSkew?: number;
+  /**
+   * Where `singleUse` routes remember the `jti` of the tokens they accepted: in `redis`
+   * (every instance sees every token; needs the `redis` option) or in `memory` (this
+   * instance only). @default 'redis' when `redis` is set, else 'memory'
+   */
+  replayStore?: 'redis' | 'memory';
 }
 
 /**
@@ -29,6 +56,12 @@ export interface ResolvedServiceAuthOptions {
   readonly marginMs: number;
   readonly fallbackTtlMs: number;
   readonly sweepIntervalMs: number;
+  /** `serviceDid` and `serviceDids` together; empty when inbound tokens are not configured. */
+  readonly serviceDids: readonly string[];
+  readonly maxAgeMs: number;
+  readonly clockSkewMs: number;
+  /** Where `jti`s are remembered: decided from `replayStore` and `redis`. */
+  readonly replayStore: 'redis' | 'memory';
 }
 
 /** @internal */
@@ -36,7 +69,18 @@ export const SERVICE_AUTH_DEFAULTS: ResolvedServiceAuthOptions = {
   marginMs: 10_000,
   fallbackTtlMs: 50_000,
   sweepIntervalMs: 60_000,
+  serviceDids: [],
+  maxAgeMs: 3_600_000,
+  clockSkewMs: 5_000,
+  replayStore: 'memory',
 };
+
+/**
+ * A DID, optionally with a `#service` fragment: the audiences this backend accepts. The
+ * method is kept open (`did:plc`, `did:web`, others): it is the operator's own choice.
+ * @internal
+ */
+export const SERVICE_DID = /^did:[a-z]+:[A-Za-z0-9._:%-]*[A-Za-z0-9._-](#[A-Za-z0-9._~:-]+)?$/;
 
 const HOUR = 3_600_000;
 const millis = (name: string) =>
@@ -61,6 +105,38 @@ const schema = z
       .min(1000, { error: 'serviceAuth.sweepInterval must be at least 1000 ms' })
       .max(86_400_000, { error: 'serviceAuth.sweepInterval must be at most 86400000 ms (1 day)' })
       .optional(),
+    serviceDid: z
+      .string({ error: 'serviceAuth.serviceDid must be a DID such as did:web:api.example.com' })
+      .max(2048, { error: 'serviceAuth.serviceDid is too long' })
+      .regex(SERVICE_DID, {
+        error:
+          'serviceAuth.serviceDid must be a DID such as did:web:api.example.com, optionally with a #service fragment',
+      })
+      .optional(),
+    serviceDids: z
+      .array(
+        z.string().max(2048).regex(SERVICE_DID, {
+          error:
+            'serviceAuth.serviceDids must hold DIDs such as did:web:api.example.com, optionally with a #service fragment',
+        }),
+        { error: 'serviceAuth.serviceDids must be an array of DIDs' },
+      )
+      .max(100, { error: 'serviceAuth.serviceDids holds at most 100 DIDs' })
+      .optional(),
+    maxAge: millis('maxAge')
+      .min(1000, { error: 'serviceAuth.maxAge must be at least 1000 ms' })
+      .max(HOUR, {
+        error:
+          'serviceAuth.maxAge must be at most 3600000 ms (1 h, the longest token a PDS issues)',
+      })
+      .optional(),
+    clockSkew: millis('clockSkew')
+      .min(0, { error: 'serviceAuth.clockSkew must be >= 0' })
+      .max(300_000, { error: 'serviceAuth.clockSkew must be at most 300000 ms (5 min)' })
+      .optional(),
+    replayStore: z
+      .enum(['redis', 'memory'], { error: "serviceAuth.replayStore must be 'redis' or 'memory'" })
+      .optional(),
   })
   // Unknown keys are refused: a misspelt option would otherwise be dropped silently.
   .strict();
@@ -73,11 +149,16 @@ const schema = z
 export function resolveServiceAuthOptions(
   raw: unknown,
   problems: string[],
+  /** Whether the module's `redis` option is set (the default replay store follows it). */
+  redis = false,
 ): ResolvedServiceAuthOptions {
-  const defaults = SERVICE_AUTH_DEFAULTS;
+  const defaults: ResolvedServiceAuthOptions = {
+    ...SERVICE_AUTH_DEFAULTS,
+    replayStore: redis ? 'redis' : 'memory',
+  };
   if (raw === undefined) return defaults;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    problems.push('serviceAuth must be an object: { margin?, fallbackTtl?, sweepInterval? }');
+    problems.push(`serviceAuth must be an object: { ${KNOWN.join('?, ')}? }`);
     return defaults;
   }
   const parsed = schema.safeParse(raw);
@@ -86,7 +167,7 @@ export function resolveServiceAuthOptions(
       if (issue.code === 'unrecognized_keys') {
         for (const key of issue.keys) {
           problems.push(
-            `serviceAuth: unknown option ${JSON.stringify(key)} (known: margin, fallbackTtl, sweepInterval)`,
+            `serviceAuth: unknown option ${JSON.stringify(key)} (known: ${KNOWN.join(', ')})`,
           );
         }
       } else {
@@ -95,9 +176,30 @@ export function resolveServiceAuthOptions(
     }
     return defaults;
   }
+  const data = parsed.data;
+  if (data.replayStore === 'redis' && !redis) {
+    problems.push("serviceAuth.replayStore: 'redis' needs the redis option (a redis:// URL)");
+  }
   return {
-    marginMs: parsed.data.margin ?? defaults.marginMs,
-    fallbackTtlMs: parsed.data.fallbackTtl ?? defaults.fallbackTtlMs,
-    sweepIntervalMs: parsed.data.sweepInterval ?? defaults.sweepIntervalMs,
+    marginMs: data.margin ?? defaults.marginMs,
+    fallbackTtlMs: data.fallbackTtl ?? defaults.fallbackTtlMs,
+    sweepIntervalMs: data.sweepInterval ?? defaults.sweepIntervalMs,
+    serviceDids: [
+      ...new Set([...(data.serviceDid ? [data.serviceDid] : []), ...(data.serviceDids ?? [])]),
+    ],
+    maxAgeMs: data.maxAge ?? defaults.maxAgeMs,
+    clockSkewMs: data.clockSkew ?? defaults.clockSkewMs,
+    replayStore: data.replayStore ?? defaults.replayStore,
   };
 }
+
+const KNOWN = [
+  'margin',
+  'fallbackTtl',
+  'sweepInterval',
+  'serviceDid',
+  'serviceDids',
+  'maxAge',
+  'clockSkew',
+  'replayStore',
+];

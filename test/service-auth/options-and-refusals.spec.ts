@@ -24,7 +24,7 @@ async function problems(serviceAuth: unknown): Promise<string[]> {
 describe('serviceAuth options', () => {
   it('default to a 10 s margin, a 50 s fallback and a sweep every minute', async () => {
     const resolved = await resolveAtProtoOptions(base);
-    expect(resolved.serviceAuth).toEqual({
+    expect(resolved.serviceAuth).toMatchObject({
       marginMs: 10_000,
       fallbackTtlMs: 50_000,
       sweepIntervalMs: 60_000,
@@ -33,7 +33,46 @@ describe('serviceAuth options', () => {
       ...base,
       serviceAuth: { margin: 0, fallbackTtl: 20_000, sweepInterval: 5_000 },
     });
-    expect(set.serviceAuth).toEqual({ marginMs: 0, fallbackTtlMs: 20_000, sweepIntervalMs: 5_000 });
+    expect(set.serviceAuth).toMatchObject({
+      marginMs: 0,
+      fallbackTtlMs: 20_000,
+      sweepIntervalMs: 5_000,
+    });
+  });
+
+  it('inbound: no audience, a 1 h maxAge, a 5 s clock skew, jtis in memory without redis', async () => {
+    const resolved = await resolveAtProtoOptions(base);
+    expect(resolved.serviceAuth).toMatchObject({
+      serviceDids: [],
+      maxAgeMs: 3_600_000,
+      clockSkewMs: 5_000,
+      replayStore: 'memory',
+    });
+  });
+
+  it('inbound: serviceDid and serviceDids together, once each; jtis in Redis with redis', async () => {
+    const resolved = await resolveAtProtoOptions({
+      ...base,
+      redis: 'redis://127.0.0.1:6379',
+      serviceAuth: {
+        serviceDid: 'did:web:api.example.com',
+        serviceDids: ['did:web:api.example.com', 'did:plc:abcdefghijklmnopqrstuvwx#bsky_fg'],
+        maxAge: 60_000,
+        clockSkew: 0,
+      },
+    });
+    expect(resolved.serviceAuth).toMatchObject({
+      serviceDids: ['did:web:api.example.com', 'did:plc:abcdefghijklmnopqrstuvwx#bsky_fg'],
+      maxAgeMs: 60_000,
+      clockSkewMs: 0,
+      replayStore: 'redis',
+    });
+    const memory = await resolveAtProtoOptions({
+      ...base,
+      redis: 'redis://127.0.0.1:6379',
+      serviceAuth: { replayStore: 'memory' },
+    });
+    expect(memory.serviceAuth.replayStore).toBe('memory');
   });
 
   it.each([
@@ -44,6 +83,16 @@ describe('serviceAuth options', () => {
     [{ fallbackTtl: 3_600_001 }, 'serviceAuth.fallbackTtl must be at most'],
     [{ sweepInterval: 10 }, 'serviceAuth.sweepInterval must be at least 1000 ms'],
     [{ margn: 5 }, 'serviceAuth: unknown option "margn"'],
+    [{ serviceDid: 'api.example.com' }, 'serviceAuth.serviceDid must be a DID'],
+    [{ serviceDid: 'did:web:api.example.com#' }, 'serviceAuth.serviceDid must be a DID'],
+    [{ serviceDids: 'did:web:api.example.com' }, 'serviceAuth.serviceDids must be an array'],
+    [{ serviceDids: ['https://api.example.com'] }, 'serviceAuth.serviceDids must hold DIDs'],
+    [{ maxAge: 3_600_001 }, 'serviceAuth.maxAge must be at most 3600000 ms'],
+    [{ maxAge: 10 }, 'serviceAuth.maxAge must be at least 1000 ms'],
+    [{ clockSkew: -1 }, 'serviceAuth.clockSkew must be >= 0'],
+    [{ clockSkew: 600_000 }, 'serviceAuth.clockSkew must be at most 300000 ms'],
+    [{ replayStore: 'disk' }, "serviceAuth.replayStore must be 'redis' or 'memory'"],
+    [{ replayStore: 'redis' }, "serviceAuth.replayStore: 'redis' needs the redis option"],
     ['10s', 'serviceAuth must be an object'],
   ])('refuses %j at boot', async (serviceAuth, message) => {
     const found = await problems(serviceAuth);
