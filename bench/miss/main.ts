@@ -41,10 +41,10 @@ import { isDeepStrictEqual, parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { Logger, Module, type DynamicModule, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { TypeOrmModule } from '@nestjs/typeorm';
+import { getDataSourceToken, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { JoseKey, type NodeSavedSession } from '@atproto/oauth-client-node';
 import { Redis } from 'ioredis';
-import { DataSource, type DataSourceOptions } from 'typeorm';
+import { DataSource } from 'typeorm';
 import {
   AT_PROTO_APP_SESSION_STORE,
   AT_PROTO_SESSION_STORE,
@@ -160,13 +160,16 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
   const signingKey = await JoseKey.generate(['ES256'], 'k1');
 
   const boot = async (redisCaches: boolean) => {
+    // Named: two apps of one process each register a DataSource with @nestjs/typeorm.
+    const name = `bench-miss-${dialect}-${redisCaches ? 'redis' : 'memory'}`;
     @Module({
       imports: [
         TypeOrmModule.forRoot({
           ...db.options,
+          name,
           entities: [...atProtoEntities],
           migrationsRun: false,
-        } as DataSourceOptions),
+        } as TypeOrmModuleOptions),
         AtProtoModule.forRoot({
           publicUrl: 'https://app.bench.example',
           clientName: 'bench',
@@ -182,15 +185,18 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
           allowHttpServers: true,
           dangerouslyAllowPrivateHosts: [issuerHost],
           cleanup: { enabled: false },
+          dataSourceName: name,
         }) as DynamicModule,
       ],
     })
     class BenchMissModule {}
-    return NestFactory.createApplicationContext(BenchMissModule, { logger: ['error', 'warn'] });
+    const context = await NestFactory.createApplicationContext(BenchMissModule, {
+      logger: ['error'],
+    });
+    return { context, dataSource: context.get<DataSource>(getDataSourceToken(name)) };
   };
-  const app = await boot(true);
-  const localCaches = await boot(false);
-  const dataSource = app.get(DataSource);
+  const { context: app, dataSource } = await boot(true);
+  const { context: localCaches } = await boot(false);
   const sessionStore = app.get<AtProtoSessionStore>(AT_PROTO_SESSION_STORE);
   const dids: string[] = [];
   for (let i = 0; i < DIDS; i++) {

@@ -5,6 +5,7 @@ import { API_KEY_TABLE, AtProtoApiKeyEntity } from '../entities/api-key.entity.j
 import { type TransientRetryOptions, withTransientRetry } from '../transient-retry.js';
 import { assertValidDid } from '../validation.js';
 import { onPrimary } from './primary.js';
+import { PrimaryKeyRead } from './primary-key-read.js';
 import { isUniqueViolation } from './upsert.js';
 
 const KEY_ID = /^[0-9a-f]{64}$/;
@@ -25,12 +26,14 @@ export class TypeOrmApiKeyStore implements AtProtoApiKeyStore {
   readonly #repo: Repository<AtProtoApiKeyEntity>;
   readonly #retry: TransientRetryOptions | undefined;
   readonly #q: (column: string) => string;
+  readonly #byId: PrimaryKeyRead<AtProtoApiKeyEntity>;
 
   constructor(dataSource: DataSource, options: { retry?: TransientRetryOptions } = {}) {
     this.#dataSource = dataSource;
     this.#repo = dataSource.getRepository(AtProtoApiKeyEntity);
     this.#retry = options.retry;
     this.#q = (column) => dataSource.driver.escape(column);
+    this.#byId = new PrimaryKeyRead(dataSource, AtProtoApiKeyEntity);
   }
 
   async create(record: AtProtoApiKeyRecord): Promise<void> {
@@ -200,8 +203,12 @@ export class TypeOrmApiKeyStore implements AtProtoApiKeyStore {
     return rows.map((r) => ({ id: r.id, did: r.did, revokedAt: new Date(Number(r.revokedAt)) }));
   }
 
-  #read(id: string): Promise<AtProtoApiKeyEntity | null> {
-    return onPrimary(this.#dataSource, (m) => m.findOne(AtProtoApiKeyEntity, { where: { id } }));
+  /**
+   * The key with id `id`, on the primary: the read behind every key-cache miss, without
+   * TypeORM's entity path (see {@link PrimaryKeyRead}).
+   */
+  async #read(id: string): Promise<AtProtoApiKeyEntity | null> {
+    return (await this.#byId.get(id)) ?? null;
   }
 }
 
