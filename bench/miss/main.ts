@@ -28,7 +28,8 @@
  *   node --import ./bench/support/swc-hooks.mjs bench/miss/main.ts --smoke    checks only
  * Options: --rounds N (7), --ops N (2000 reads per variant, round and concurrency),
  *          --concurrency 1,10,50, --sessions N (100000 app sessions), --dids N (2000 OAuth
- *          sessions), --only postgres,sqlite, --parts get,restore, --json FILE.
+ *          sessions), --only postgres,sqlite, --parts get,restore (and breakdown: each step
+ *          of a restore on its own, one caller), --json FILE.
  * @internal
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
@@ -42,11 +43,12 @@ import { writeFileSync } from 'node:fs';
 import { Logger, Module, type DynamicModule, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { getDataSourceToken, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
-import { JoseKey, type NodeSavedSession } from '@atproto/oauth-client-node';
+import { JoseKey, type NodeOAuthClient, type NodeSavedSession } from '@atproto/oauth-client-node';
 import { Redis } from 'ioredis';
 import { DataSource } from 'typeorm';
 import {
   AT_PROTO_APP_SESSION_STORE,
+  AT_PROTO_OAUTH_CLIENT,
   AT_PROTO_SESSION_STORE,
   AtProtoAuthService,
   AtProtoModule,
@@ -60,6 +62,7 @@ import {
 } from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../../test/support/databases.js';
 import { startFakeAuthorizationServer } from '../../test/e2e/support/fake-authorization-server.js';
+import { noRefreshScope, sessionLockName } from '../../lib/lock/lock-scope.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const REDIS_URL = 'redis://127.0.0.1:6379';
@@ -86,7 +89,7 @@ const CONCURRENCY = args.concurrency.split(',').map(Number);
 const SESSIONS = SMOKE ? 1000 : Number(args.sessions);
 const DIDS = SMOKE ? 50 : Number(args.dids);
 const DIALECTS = args.only.split(',') as Array<'postgres' | 'sqlite'>;
-const PARTS = args.parts.split(',') as Array<'get' | 'restore'>;
+const PARTS = args.parts.split(',') as Array<'get' | 'restore' | 'breakdown'>;
 
 type Dialect = 'postgres' | 'sqlite';
 
@@ -100,6 +103,12 @@ interface Setup {
   auth: AtProtoAuthService;
   /** The same module with `redisCaches: false`: the OAuth client's caches in memory. */
   authLocalCaches: AtProtoAuthService;
+  /** The OAuth clients of both apps (Redis caches, in-memory caches), for the breakdown. */
+  clients: { redis: NodeOAuthClient; memory: NodeOAuthClient };
+  /** The module's OAuth session store (TypeORM). */
+  sessionStore: AtProtoSessionStore;
+  /** The issuer every OAuth session names. */
+  issuer: string;
   keyRing: KeyRing;
   appSessionIds: string[];
   dids: string[];
@@ -231,6 +240,12 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
     appStore: app.get<AppSessionStore>(AT_PROTO_APP_SESSION_STORE),
     auth: app.get(AtProtoAuthService),
     authLocalCaches: localCaches.get(AtProtoAuthService),
+    clients: {
+      redis: app.get<NodeOAuthClient>(AT_PROTO_OAUTH_CLIENT),
+      memory: localCaches.get<NodeOAuthClient>(AT_PROTO_OAUTH_CLIENT),
+    },
+    sessionStore,
+    issuer,
     keyRing: getInstalledKeyRing()!,
     appSessionIds: rows.map((r) => r.id),
     dids,
@@ -482,6 +497,64 @@ function report(results: Results, comparisons: Comparison[]): string {
   return table(rows);
 }
 
+/**
+ * Where a restore's time goes: each step of `AtProtoAuthService.restore(did)` on its own,
+ * one caller, sequentially, in rounds (median µs per call over the rounds). The steps
+ * overlap (the client's restore contains its session read and the metadata lookup): they
+ * show what each costs, not a sum.
+ */
+async function breakdown(s: Setup): Promise<string> {
+  const sessions = new Map<string, NodeSavedSession>();
+  for (const did of s.dids) sessions.set(did, (await s.sessionStore.get(did))!);
+  const scoped = (did: string, fn: () => Promise<unknown>) =>
+    noRefreshScope.run({ lockName: sessionLockName(did), did, session: sessions.get(did)! }, fn);
+  const steps: Array<[string, (did: string) => Promise<unknown>]> = [
+    ['the OAuth session store read (row, 2 decryptions, JSON)', (did) => s.sessionStore.get(did)],
+    ['DPoP key import (JoseKey.fromJWK)', (did) => JoseKey.fromJWK(sessions.get(did)!.dpopJwk)],
+    [
+      'authorization server metadata, Redis cache',
+      () =>
+        s.clients.redis.oauthResolver.getAuthorizationServerMetadata(s.issuer, {
+          allowStale: true,
+        }),
+    ],
+    [
+      'authorization server metadata, in-memory cache',
+      () =>
+        s.clients.memory.oauthResolver.getAuthorizationServerMetadata(s.issuer, {
+          allowStale: true,
+        }),
+    ],
+    [
+      "the client's restore(did, false), no-refresh scope, Redis cache",
+      (did) => scoped(did, () => s.clients.redis.restore(did, false)),
+    ],
+    [
+      "the client's restore(did, false), no-refresh scope, in-memory cache",
+      (did) => scoped(did, () => s.clients.memory.restore(did, false)),
+    ],
+    ['AtProtoAuthService.restore(did), Redis cache', (did) => s.auth.restore(did)],
+    ['AtProtoAuthService.restore(did), in-memory cache', (did) => s.authLocalCaches.restore(did)],
+  ];
+  const times = new Map<string, number[]>(steps.map(([label]) => [label, []]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const [label, fn] of steps) {
+      const keys = Array.from({ length: OPS }, () => s.dids[randomInt(s.dids.length)]!);
+      if (r === 0) for (const k of keys.slice(0, 200)) await fn(k);
+      const t0 = performance.now();
+      for (const k of keys) await fn(k);
+      times.get(label)!.push(((performance.now() - t0) * 1000) / OPS);
+    }
+  }
+  return table([
+    [`${s.dialect}: step, 1 caller`, 'µs per call (median)', 'least–most'],
+    ...steps.map(([label]) => {
+      const xs = times.get(label)!;
+      return [label, fmt(median(xs)), `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}`];
+    }),
+  ]);
+}
+
 // --- the run --------------------------------------------------------------------------------
 
 function version(pkg: string): string {
@@ -597,6 +670,10 @@ async function main(): Promise<void> {
         });
       }
     }
+    if (PARTS.includes('breakdown')) {
+      for (const s of setups) console.log(`\n${await breakdown(s)}`);
+    }
+    if (comparisons.length === 0) return;
     const results = await compare(comparisons);
     all.results = results;
     console.log(
