@@ -788,7 +788,7 @@ async function memoryOnce(
     const bound = Number(args.bound);
     const marks = [
       ...new Set(
-        [0.1, 0.25, 0.5, 1]
+        [0.01, 0.1, 0.25, 0.5, 1]
           .map((f) => Math.round(f * SESSIONS))
           .concat(bound < SESSIONS ? [bound] : [])
           .filter((n) => n > 0),
@@ -877,6 +877,7 @@ npm run bench -- ${process.argv.slice(2).join(' ')}: the cookie/PostgreSQL serve
       'heap total MB',
       'B/session (heap)',
       'external MB',
+      'RSS: C heap / anon. / files MB',
     ],
   ];
   for (const maxEntries of configs) {
@@ -895,6 +896,11 @@ npm run bench -- ${process.argv.slice(2).join(' ')}: the cookie/PostgreSQL serve
         fmt(at((p) => p.memory.heapTotal) / MB, 1),
         i === 0 ? '' : fmt(at((p, b) => (p.memory.heapUsed - b.heapUsed) / p.requested)),
         fmt(at((p) => p.memory.external) / MB, 1),
+        mine[0]!.points[i]!.memory.rssParts
+          ? (['cHeap', 'anonymous', 'files'] as const)
+              .map((k) => fmt(at((p) => p.memory.rssParts![k]) / MB, 1))
+              .join(' / ')
+          : '',
       ]);
     }
   }

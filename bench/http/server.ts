@@ -7,6 +7,7 @@
  * @internal
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { Session } from 'node:inspector/promises';
 import { createHook } from 'node:async_hooks';
@@ -326,6 +327,35 @@ async function jwtFor(secret: string): Promise<string> {
     .sign(new TextEncoder().encode(secret));
 }
 
+/**
+ * Resident memory by kind of mapping (Linux `/proc/self/smaps`, bytes): the C heap
+ * (`[heap]`, what malloc grows with brk), anonymous mappings (V8's heap pages, the stacks,
+ * malloc's large blocks and other threads' arenas) and mapped files (code of node, of
+ * native addons, shared libraries). Undefined elsewhere.
+ */
+function residentByMapping(): MemoryMessage['rssParts'] {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/smaps', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const parts = { cHeap: 0, anonymous: 0, files: 0 };
+  let kind: keyof typeof parts = 'anonymous';
+  for (const line of text.split('\n')) {
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (header) {
+      const name = header[1]!;
+      kind =
+        name === '[heap]' ? 'cHeap' : name === '' || name.startsWith('[') ? 'anonymous' : 'files';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) parts[kind] += Number(rss[1]) * 1024;
+  }
+  return parts;
+}
+
 // --- boot ---------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -421,6 +451,7 @@ async function main(): Promise<void> {
             globalThis.gc!({ type: 'major', execution: 'sync' });
           }
           const m = process.memoryUsage();
+          const rssParts = residentByMapping();
           const memory: MemoryMessage = {
             type: 'memory',
             rss: m.rss,
@@ -429,6 +460,7 @@ async function main(): Promise<void> {
             external: m.external,
             arrayBuffers: m.arrayBuffers,
             gcForced,
+            ...(rssParts ? { rssParts } : {}),
           };
           send(memory);
           break;

@@ -163,6 +163,8 @@ export interface MemoryMessage {
   external: number;
   arrayBuffers: number;
   gcForced: boolean;
+  /** Resident memory by kind of mapping, bytes (Linux only; see server.ts). */
+  rssParts?: { cHeap: number; anonymous: number; files: number };
 }
 
 /** Server → driver: a sampling heap profile (inspector `HeapProfiler.SamplingHeapProfile`). */
