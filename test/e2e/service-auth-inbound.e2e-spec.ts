@@ -16,6 +16,7 @@ import {
   type AtProtoServiceCaller,
 } from 'nestjs-atproto-auth';
 import { createTestDatabase } from '../support/databases.js';
+import { OwnRedis } from '../support/redis-server.js';
 import { AppBrowser } from './support/app-client.js';
 import { startTestPds, type TestAccount, type TestPds } from './support/pds.js';
 import { SHARED_ENCRYPTION, startServiceApp, type ServiceApp } from './support/service-app.js';
@@ -439,6 +440,45 @@ describe('single-use routes', () => {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describe('the replay store unreachable', () => {
+  it('answers 503 ReplayStoreUnavailable on single-use routes, and accepts nothing unchecked', async () => {
+    const own = await OwnRedis.start();
+    const app = await startServiceApp([XrpcController], {
+      serviceAuth: { serviceDid: SERVICE },
+      plcDirectoryUrl: pds.plcUrl,
+      allowHttpServers: true,
+      dangerouslyAllowPrivateHosts: [new URL(pds.plcUrl).host],
+      redis: own.url,
+    });
+    try {
+      await own.stop();
+      const token = await signToken(plc.key, { iss: plc.did, aud: SERVICE, lxm: ONCE });
+      seen.add(token);
+      const down = await call(app, `/xrpc/${ONCE}`, `Bearer ${token}`, 'POST');
+      expect({ status: down.status, error: down.body.error }).toEqual({
+        status: 503,
+        error: 'ReplayStoreUnavailable',
+      });
+      // Routes that are not single-use do not need the store.
+      const reusable = await signToken(plc.key, { iss: plc.did, aud: SERVICE, lxm: FEED });
+      seen.add(reusable);
+      expect((await call(app, `/xrpc/${FEED}`, `Bearer ${reusable}`)).status).toBe(200);
+      // Back: the token refused for want of a check is accepted now, once.
+      await own.restart();
+      // The module's connection reconnects on its own schedule: 503 until it has.
+      let status = 503;
+      for (let i = 0; i < 100 && status === 503; i++) {
+        status = (await call(app, `/xrpc/${ONCE}`, `Bearer ${token}`, 'POST')).status;
+        if (status === 503) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(status).toBe(201);
+    } finally {
+      await app.close();
+      await own.stop();
     }
   });
 });

@@ -102,7 +102,7 @@ export interface WebIdentity {
 export async function startWebIdentity(): Promise<WebIdentity> {
   const key = await P256Keypair.create();
   const labelKey = await Secp256k1Keypair.create();
-  const identity = { requests: 0, key, labelKey } as WebIdentity;
+  const identity = { requests: 0, key, labelKey } as unknown as WebIdentity;
   identity.server = createServer((req, res) => {
     if (req.url !== '/.well-known/did.json') {
       res.writeHead(404).end();
