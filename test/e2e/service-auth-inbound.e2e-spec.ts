@@ -359,6 +359,37 @@ describe('issuers', () => {
     }
   });
 
+  it('an issuer that does not resolve is refused for a while without fetching again', async () => {
+    const gone = await startWebIdentity();
+    gone.missing = true;
+    try {
+      // A listed host for this test only: the service app's allow-list is fixed at boot, so
+      // it gets an app of its own.
+      const app = await startServiceApp([XrpcController], {
+        serviceAuth: { serviceDid: SERVICE },
+        allowHttpServers: true,
+        dangerouslyAllowPrivateHosts: [gone.host],
+      });
+      try {
+        for (let i = 0; i < 5; i++) {
+          const token = await signToken(gone.key, { iss: gone.did, aud: SERVICE, lxm: FEED });
+          seen.add(token);
+          const res = await call(app, `/xrpc/${FEED}`, `Bearer ${token}`);
+          expect({ status: res.status, error: res.body.error }).toEqual({
+            status: 401,
+            error: 'BadJwtIssuer',
+          });
+        }
+        expect(gone.requests).toBe(1);
+      } finally {
+        await app.close();
+      }
+    } finally {
+      gone.server.close();
+      gone.server.closeAllConnections();
+    }
+  });
+
   it('a did:plc without a key in its document: BadJwtIssuer', async () => {
     const keyless = await registerPlcIdentity(pds.plcUrl, 'keyless.test');
     await keyless.removeKeys();

@@ -96,19 +96,25 @@ export interface WebIdentity {
   labelKey: Keypair;
   /** Requests for the DID document so far. */
   requests: number;
+  /** When set, the document is answered 404 (the DID does not exist). */
+  missing: boolean;
   server: Server;
 }
 
 export async function startWebIdentity(): Promise<WebIdentity> {
   const key = await P256Keypair.create();
   const labelKey = await Secp256k1Keypair.create();
-  const identity = { requests: 0, key, labelKey } as unknown as WebIdentity;
+  const identity = { requests: 0, missing: false, key, labelKey } as unknown as WebIdentity;
   identity.server = createServer((req, res) => {
     if (req.url !== '/.well-known/did.json') {
       res.writeHead(404).end();
       return;
     }
     identity.requests++;
+    if (identity.missing) {
+      res.writeHead(404).end();
+      return;
+    }
     const method = (id: string, k: Keypair) => ({
       id: `${identity.did}#${id}`,
       type: 'Multikey',
