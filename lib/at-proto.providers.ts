@@ -57,6 +57,7 @@ import { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
 import type { ResolvedAtProtoOptions } from './options/resolved-options.js';
 import { AppSessionService } from './session/app-session.service.js';
 import { AtProtoServiceAuthService } from './service-auth/service-auth.service.js';
+import { ServiceDidDocumentRoute } from './service-auth/service-did-document.js';
 import { AtProtoServiceJwtVerifier } from './service-auth/service-jwt-verifier.js';
 import {
   MemoryAppSessionStore,
@@ -233,6 +234,8 @@ export const atProtoProviders: Provider[] = [
   AtProtoServiceAuthService,
   // Inbound service-auth tokens (@AtProtoServiceAuth routes).
   AtProtoServiceJwtVerifier,
+  // serviceAuth.didDocument, at the host's root.
+  ServiceDidDocumentRoute,
   AtProtoExceptionFilter,
   { provide: APP_FILTER, useExisting: AtProtoExceptionFilter },
 ];

@@ -153,7 +153,10 @@ export {
   type AtProtoServiceTokenRequest,
 } from './service-auth/service-auth.service.js';
 export type { AtProtoServiceAuthStats } from './service-auth/service-token-cache.js';
-export type { AtProtoServiceAuthOptions } from './service-auth/service-auth-options.js';
+export type {
+  AtProtoDidDocumentService,
+  AtProtoServiceAuthOptions,
+} from './service-auth/service-auth-options.js';
 export {
   AtProtoServiceJwtVerifier,
   type AtProtoServiceCaller,

@@ -357,6 +357,7 @@ export async function resolveAtProtoOptions(
     input.serviceAuth,
     problems,
     input.redis !== undefined,
+    publicUrl,
   );
 
   if (problems.length > 0 || !publicUrl) throw new AtProtoConfigError(problems);

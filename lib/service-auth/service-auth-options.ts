@@ -46,6 +46,29 @@ export interface AtProtoServiceAuthOptions {
    * instance only). @default 'redis' when `redis` is set, else 'memory'
    */
   replayStore?: 'redis' | 'memory';
+  /**
+   * Serve `/.well-known/did.json` at the host root (outside `routePrefix` and any global
+   * prefix) for a `did:web` service: the DID document that `atproto-proxy` and the AppView
+   * read to find this service's endpoint. Needs `serviceDid` to be `did:web:<publicUrl's
+   * host>`. No verification method is published: this module does not sign tokens itself.
+   */
+  didDocument?: {
+    /** The service entries (`#<id>`), e.g. `{ id: 'bsky_fg', type: 'BskyFeedGenerator' }`. */
+    services: AtProtoDidDocumentService[];
+  };
+}
+
+/**
+ * A `service` entry of the DID document served with `serviceAuth.didDocument`.
+ * @publicApi
+ */
+export interface AtProtoDidDocumentService {
+  /** Its id without `#`, e.g. `bsky_fg`, `atproto_labeler`, `bsky_notif`. */
+  id: string;
+  /** Its type, e.g. `BskyFeedGenerator`, `AtprotoLabeler`. */
+  type: string;
+  /** Its endpoint (an https origin). @default the origin of publicUrl */
+  endpoint?: string;
 }
 
 /**
@@ -62,6 +85,15 @@ export interface ResolvedServiceAuthOptions {
   readonly clockSkewMs: number;
   /** Where `jti`s are remembered: decided from `replayStore` and `redis`. */
   readonly replayStore: 'redis' | 'memory';
+  /** The DID document to serve at `/.well-known/did.json`, if asked for. */
+  readonly didDocument: ServiceDidDocument | undefined;
+}
+
+/** The document served with `serviceAuth.didDocument`. @internal */
+export interface ServiceDidDocument {
+  readonly '@context': readonly string[];
+  readonly id: string;
+  readonly service: readonly { id: string; type: string; serviceEndpoint: string }[];
 }
 
 /** @internal */
@@ -73,6 +105,7 @@ export const SERVICE_AUTH_DEFAULTS: ResolvedServiceAuthOptions = {
   maxAgeMs: 3_600_000,
   clockSkewMs: 5_000,
   replayStore: 'memory',
+  didDocument: undefined,
 };
 
 /**
@@ -137,6 +170,40 @@ const schema = z
     replayStore: z
       .enum(['redis', 'memory'], { error: "serviceAuth.replayStore must be 'redis' or 'memory'" })
       .optional(),
+    didDocument: z
+      .object(
+        {
+          services: z
+            .array(
+              z
+                .object({
+                  id: z.string().regex(/^[A-Za-z0-9._~-]{1,64}$/, {
+                    error:
+                      'serviceAuth.didDocument.services[].id must be 1-64 of A-Z a-z 0-9 . _ ~ - (no #)',
+                  }),
+                  type: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, {
+                    error:
+                      'serviceAuth.didDocument.services[].type must be a type name such as BskyFeedGenerator',
+                  }),
+                  endpoint: z
+                    .string()
+                    .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), {
+                      error: 'serviceAuth.didDocument.services[].endpoint must be an http(s) URL',
+                    })
+                    .optional(),
+                })
+                .strict(),
+              {
+                error:
+                  'serviceAuth.didDocument.services must be an array of { id, type, endpoint? }',
+              },
+            )
+            .min(1, { error: 'serviceAuth.didDocument.services must name at least one service' }),
+        },
+        { error: 'serviceAuth.didDocument must be { services: [{ id, type, endpoint? }] }' },
+      )
+      .strict()
+      .optional(),
   })
   // Unknown keys are refused: a misspelt option would otherwise be dropped silently.
   .strict();
@@ -151,6 +218,8 @@ export function resolveServiceAuthOptions(
   problems: string[],
   /** Whether the module's `redis` option is set (the default replay store follows it). */
   redis = false,
+  /** `publicUrl`, for the DID document: its host names the did:web, its origin the endpoint. */
+  publicUrl?: URL,
 ): ResolvedServiceAuthOptions {
   const defaults: ResolvedServiceAuthOptions = {
     ...SERVICE_AUTH_DEFAULTS,
@@ -180,16 +249,53 @@ export function resolveServiceAuthOptions(
   if (data.replayStore === 'redis' && !redis) {
     problems.push("serviceAuth.replayStore: 'redis' needs the redis option (a redis:// URL)");
   }
+  const serviceDids = [
+    ...new Set([...(data.serviceDid ? [data.serviceDid] : []), ...(data.serviceDids ?? [])]),
+  ];
   return {
     marginMs: data.margin ?? defaults.marginMs,
     fallbackTtlMs: data.fallbackTtl ?? defaults.fallbackTtlMs,
     sweepIntervalMs: data.sweepInterval ?? defaults.sweepIntervalMs,
-    serviceDids: [
-      ...new Set([...(data.serviceDid ? [data.serviceDid] : []), ...(data.serviceDids ?? [])]),
-    ],
+    serviceDids,
     maxAgeMs: data.maxAge ?? defaults.maxAgeMs,
     clockSkewMs: data.clockSkew ?? defaults.clockSkewMs,
     replayStore: data.replayStore ?? defaults.replayStore,
+    didDocument:
+      data.didDocument && didDocument(data.didDocument, serviceDids, publicUrl, problems),
+  };
+}
+
+/**
+ * The DID document of `did:web:<publicUrl's host>`, which must be one of the service's DIDs:
+ * a did:web document is served by the host it names, so any other DID would be a document
+ * nobody resolves here.
+ */
+function didDocument(
+  input: { services: { id: string; type: string; endpoint?: string | undefined }[] },
+  serviceDids: readonly string[],
+  publicUrl: URL | undefined,
+  problems: string[],
+): ServiceDidDocument | undefined {
+  if (!publicUrl) return undefined; // publicUrl's own problem is reported
+  const did = `did:web:${publicUrl.host.replace(':', '%3A')}`;
+  if (!serviceDids.includes(did)) {
+    problems.push(
+      `serviceAuth.didDocument is served by this host, for ${did}: set serviceAuth.serviceDid to it`,
+    );
+    return undefined;
+  }
+  const ids = input.services.map((s) => s.id);
+  if (new Set(ids).size !== ids.length) {
+    problems.push('serviceAuth.didDocument.services: each id once');
+  }
+  return {
+    '@context': ['https://www.w3.org/ns/did/v1'],
+    id: did,
+    service: input.services.map((s) => ({
+      id: `#${s.id}`,
+      type: s.type,
+      serviceEndpoint: s.endpoint ?? publicUrl.origin,
+    })),
   };
 }
 
@@ -202,4 +308,5 @@ const KNOWN = [
   'maxAge',
   'clockSkew',
   'replayStore',
+  'didDocument',
 ];

@@ -514,6 +514,81 @@ describe('the replay store unreachable', () => {
   });
 });
 
+describe('/.well-known/did.json', () => {
+  it('serves the did:web document with its services at the host root, outside any prefix', async () => {
+    const app = await startServiceApp(
+      [XrpcController],
+      {
+        publicUrl: 'https://feed.e2e.internal',
+        routePrefix: 'auth',
+        serviceAuth: {
+          serviceDid: SERVICE,
+          didDocument: {
+            services: [
+              { id: 'bsky_fg', type: 'BskyFeedGenerator' },
+              {
+                id: 'atproto_labeler',
+                type: 'AtprotoLabeler',
+                endpoint: 'https://labels.e2e.internal',
+              },
+            ],
+          },
+        },
+      },
+      (nest) => nest.setGlobalPrefix('api'),
+    );
+    try {
+      const res = await request(`${app.url}/.well-known/did.json`);
+      expect(res.statusCode).toBe(200);
+      expect(res.headers['content-type']).toBe('application/did+json');
+      const doc = (await res.body.json()) as Record<string, unknown>;
+      expect(doc).toEqual({
+        '@context': ['https://www.w3.org/ns/did/v1'],
+        id: SERVICE,
+        service: [
+          {
+            id: '#bsky_fg',
+            type: 'BskyFeedGenerator',
+            serviceEndpoint: 'https://feed.e2e.internal',
+          },
+          {
+            id: '#atproto_labeler',
+            type: 'AtprotoLabeler',
+            serviceEndpoint: 'https://labels.e2e.internal',
+          },
+        ],
+      });
+      // What @atproto/identity accepts as a DID document, and no key: this app signs nothing.
+      const { didDocument } = await import('@atproto/identity');
+      expect(didDocument.safeParse(doc).success).toBe(true);
+      expect(doc).not.toHaveProperty('verificationMethod');
+      // The app's own routes still take the global prefix.
+      expect((await call(app, `/api/xrpc/${FEED}`, undefined)).body.error).toBe('AuthMissing');
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('is not served unless asked for, and must be for did:web:<publicUrl host>', async () => {
+    expect((await request(`${service.url}/.well-known/did.json`)).statusCode).toBe(404);
+    const error = await startServiceApp([], {
+      publicUrl: 'https://api.e2e.internal',
+      serviceAuth: {
+        serviceDid: SERVICE,
+        didDocument: { services: [{ id: 'bsky_fg', type: 'BskyFeedGenerator' }] },
+      },
+    }).then(
+      async (app) => {
+        await app.close();
+        return undefined;
+      },
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(AtProtoConfigError);
+    expect((error as Error).message).toContain('for did:web:api.e2e.internal');
+  });
+});
+
 describe('boot', () => {
   it('fails when a route uses @AtProtoServiceAuth() and no serviceDid is configured', async () => {
     const error = await startServiceApp([XrpcController], {}).then(

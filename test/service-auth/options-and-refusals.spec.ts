@@ -93,6 +93,21 @@ describe('serviceAuth options', () => {
     [{ clockSkew: 600_000 }, 'serviceAuth.clockSkew must be at most 300000 ms'],
     [{ replayStore: 'disk' }, "serviceAuth.replayStore must be 'redis' or 'memory'"],
     [{ replayStore: 'redis' }, "serviceAuth.replayStore: 'redis' needs the redis option"],
+    [{ didDocument: { services: [] } }, 'serviceAuth.didDocument.services must name at least one'],
+    [
+      { didDocument: { services: [{ id: '#bsky_fg', type: 'BskyFeedGenerator' }] } },
+      'serviceAuth.didDocument.services[].id must be',
+    ],
+    [
+      {
+        didDocument: { services: [{ id: 'bsky_fg', type: 'BskyFeedGenerator', endpoint: 'feed' }] },
+      },
+      'serviceAuth.didDocument.services[].endpoint must be an http(s) URL',
+    ],
+    [
+      { didDocument: { services: [{ id: 'bsky_fg', type: 'BskyFeedGenerator' }] } },
+      'serviceAuth.didDocument is served by this host, for did:web:127.0.0.1%3A3000',
+    ],
     ['10s', 'serviceAuth must be an object'],
   ])('refuses %j at boot', async (serviceAuth, message) => {
     const found = await problems(serviceAuth);

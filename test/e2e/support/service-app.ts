@@ -33,6 +33,8 @@ export interface ServiceApp {
 export async function startServiceApp(
   controllers: Type[],
   options: Partial<AtProtoModuleOptions> & AtProtoModuleExtras,
+  /** Called before the app listens (e.g. `app.setGlobalPrefix('api')`). */
+  prepare?: (app: INestApplication) => void,
 ): Promise<ServiceApp> {
   const moduleOptions: AtProtoModuleOptions & AtProtoModuleExtras = {
     publicUrl: 'https://service.e2e.internal',
@@ -51,6 +53,7 @@ export async function startServiceApp(
   logger.setLogLevels(['log', 'error', 'warn', 'debug', 'verbose', 'fatal']);
   const app = await NestFactory.create(ServiceAppModule, { logger, abortOnError: false });
   try {
+    prepare?.(app);
     await app.listen(0, '127.0.0.1');
   } catch (error) {
     await app.close().catch(() => undefined);
