@@ -5,8 +5,8 @@
  * cleanup running, as a ratio.
  *
  *   node --import ./bench/support/swc-hooks.mjs bench/cleanup/main.ts            full run
- *   node --import ./bench/support/swc-hooks.mjs bench/cleanup/main.ts --quick    seconds:
- *        20,000 rows over 4,000 DIDs, 1 s slices of load; every figure checked, none judged
+ *   node --import ./bench/support/swc-hooks.mjs bench/cleanup/main.ts --quick    ~25 s:
+ *        20,000 rows over 4,000 DIDs, 1 s slices of load; every result checked, no time judged
  *
  * What is seeded (a fresh database of its own, migrated, seeded by SQL inside PostgreSQL):
  * - `--rows` ended app sessions (a third each past their absolute expiry, idle for too long,
@@ -28,12 +28,15 @@
  *
  * Modes (`--modes`, alternating over `--rounds`, the order rotating each round):
  * - `module`: `AtProtoCleanupService.runOnce()` as the module runs it;
- * - `per-did`: the same runner with one query per DID (the OAuth session read for each DID
- *   of a batch, then revocations one at a time), as in 0.1.0: the baseline of the ratio.
+ * - `per-did`: the same runner on the same providers with the per-DID work of 0.1.0 (the
+ *   OAuth session read for each DID of a batch, then its revocations one at a time, all
+ *   ended before the next batch): the baseline of the ratio.
  *
  * Options: --rows N (1000000), --dids N (200000), --oauth-percent P (10), --rounds N (1),
  *          --modes a,b (module,per-did), --slice S (5), --idle-slices N (3), --rate R (400),
- *          --connections N (10), --variant id (cookie-hit-pg), --json FILE, --keep-going.
+ *          --connections N (10), --variant id (cookie-hit-pg), --json FILE.
+ * A run fails (exit code 1) when a cleanup leaves a row it should have deleted or deletes one
+ * it should have kept, or when the guard answers anything but 200.
  * @internal
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
