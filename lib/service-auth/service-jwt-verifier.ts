@@ -185,7 +185,10 @@ export class AtProtoServiceJwtVerifier implements OnModuleInit {
     const header = decode(parts[0] as string);
     const payload = decode(parts[1] as string);
     if (typeof header.typ === 'string' && USER_TOKEN_TYPES.has(header.typ.toLowerCase())) {
-      throw refuse('BadJwtType', `A ${header.typ} token is not a service-auth token.`);
+      throw refuse(
+        'BadJwtType',
+        `A ${header.typ.toLowerCase()} token is not a service-auth token.`,
+      );
     }
     if (typeof header.alg !== 'string' || !ALGORITHMS.has(header.alg)) {
       throw refuse('BadJwtAlgorithm', 'The token must be signed with ES256K or ES256.');
