@@ -59,6 +59,12 @@ export interface CleanupTarget {
     cutoffs: { now: number; idleBefore: number },
   ): Promise<string[]>;
   /**
+   * Whether `did`'s OAuth session is in use (an active app session or an active API key;
+   * the opposite of {@link CleanupTarget.didsWithoutActiveAppSession} for one DID), in one
+   * statement: the check made again under the DID's lock before each revocation.
+   */
+  isInUse(did: string, cutoffs: { now: number; idleBefore: number }): Promise<boolean>;
+  /**
    * Of `dids`, those that have an OAuth session stored in this target's storage and not
    * past its retention at `now`: one indexed lookup per statement for a whole list (cut at
    * 10,000 keys), so that cleanup asks once per batch, not once per DID. Only meaningful

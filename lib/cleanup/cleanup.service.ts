@@ -259,8 +259,7 @@ export class CleanupRunner {
       return await this.auth.revoke(did, {
         since: new Date(cutoffs.now),
         inUse: async () =>
-          (await this.target.didsWithoutActiveAppSession([did], cutoffs)).length === 0 ||
-          (await this.extras.inUse?.(did)) === true,
+          (await this.target.isInUse(did, cutoffs)) || (await this.extras.inUse?.(did)) === true,
       });
     } catch (error) {
       this.#logger.warn(

@@ -52,6 +52,10 @@ export class MemoryCleanupTarget implements CleanupTarget {
     return out;
   }
 
+  isInUse(did: string, cutoffs: { now: number; idleBefore: number }): Promise<boolean> {
+    return this.#hasActive(did, cutoffs);
+  }
+
   async didsWithOAuthSession(dids: string[]): Promise<string[]> {
     // In process: the store's own reads (and its own clock for the retention).
     const out: string[] = [];

@@ -155,6 +155,30 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
     return dids.filter((did) => !active.has(did));
   }
 
+  async isInUse(did: string, cutoffs: { now: number; idleBefore: number }): Promise<boolean> {
+    const q = this.#q;
+    // The two probes of `didsWithoutActiveAppSession` in one round trip (this runs under the
+    // DID's lock, once per revocation); LIMIT 1 ends it at the first match, on every dialect.
+    const sql =
+      `SELECT 1 AS ${q('x')} FROM ${q(APP_SESSION_TABLE)} a WHERE a.${q('did')} = :did ` +
+      `AND a.${q('revoked_at')} IS NULL AND a.${q('expires_at')} > :now ` +
+      `AND a.${q('last_seen_at')} > :idleBefore ` +
+      `UNION ALL SELECT 1 AS ${q('x')} FROM ${q(API_KEY_TABLE)} k WHERE k.${q('did')} = :did ` +
+      `AND k.${q('revoked_at')} IS NULL ` +
+      `AND (k.${q('expires_at')} IS NULL OR k.${q('expires_at')} > :now) LIMIT 1`;
+    const [query, parameters] = this.#dataSource.driver.escapeQueryWithParameters(sql, {
+      did,
+      now: cutoffs.now,
+      idleBefore: cutoffs.idleBefore,
+    });
+    const rows = await withTransientRetry(
+      'Cleanup: checking whether an OAuth session is in use',
+      () => this.#onPrimary((m) => m.query(query, parameters) as Promise<unknown[]>),
+      this.retry,
+    );
+    return rows.length > 0;
+  }
+
   async didsWithOAuthSession(dids: string[], now: number): Promise<string[]> {
     const found = new Set<string>();
     // By the primary key, a chunk of DIDs per statement (see `chunks.ts`).

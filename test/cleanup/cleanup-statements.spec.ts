@@ -197,6 +197,7 @@ describe.each(DIALECTS)('cleanup statements on %s', (dialect: Dialect) => {
       },
       didsWithoutActiveAppSession: (d, c) => real.didsWithoutActiveAppSession(d, c),
       didsWithOAuthSession: (d, n) => real.didsWithOAuthSession(d, n),
+      isInUse: (d, c) => real.isInUse(d, c),
       oauthSessionsWithoutActiveAppSession: (c, a, l) =>
         real.oauthSessionsWithoutActiveAppSession(c, a, l),
       deleteEndedApiKeys: (c, b) => real.deleteEndedApiKeys(c, b),

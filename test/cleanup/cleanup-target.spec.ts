@@ -253,6 +253,44 @@ describe.each(DIALECTS)('TypeORM cleanup target on %s', (dialect) => {
     expect(await target.didsWithOAuthSession([], now)).toEqual([]);
   }, 120_000);
 
+  it('isInUse: an active app session or an active API key, nothing ended', async () => {
+    const target = new TypeOrmCleanupTarget(ds);
+    let n = 0;
+    const app = (did: string, a: { expiresAt?: number; lastSeenAt?: number; revokedAt?: number }) =>
+      ds.query(
+        `INSERT INTO atproto_app_session (id, did, created_at, expires_at, last_seen_at, revoked_at) VALUES ('use-${n++}', '${did}', ${now - DAY}, ${a.expiresAt ?? now + DAY}, ${a.lastSeenAt ?? now - HOUR}, ${a.revokedAt ?? 'NULL'})`,
+      );
+    const key = (did: string, a: { expiresAt?: number; revokedAt?: number }) =>
+      ds.query(
+        `INSERT INTO atproto_api_key (id, did, name, display_prefix, created_at, expires_at, revoked_at) VALUES ('use-${n++}', '${did}', 'bot', 'atp_test', ${now - DAY}, ${a.expiresAt ?? 'NULL'}, ${a.revokedAt ?? 'NULL'})`,
+      );
+    const ended = randomDid();
+    await app(ended, { revokedAt: now - HOUR });
+    await app(ended, { expiresAt: now - 1 });
+    await app(ended, { lastSeenAt: now - IDLE - 1 });
+    await key(ended, { revokedAt: now - HOUR });
+    await key(ended, { expiresAt: now - 1 });
+    const session = randomDid();
+    await app(session, { revokedAt: now - HOUR });
+    await app(session, {});
+    await app(session, {});
+    const keyForever = randomDid();
+    await key(keyForever, {});
+    const keyUntil = randomDid();
+    await key(keyUntil, { expiresAt: now + HOUR });
+    expect(await target.isInUse(randomDid(), cutoffs)).toBe(false);
+    expect(await target.isInUse(ended, cutoffs)).toBe(false);
+    expect(await target.isInUse(session, cutoffs)).toBe(true);
+    expect(await target.isInUse(keyForever, cutoffs)).toBe(true);
+    expect(await target.isInUse(keyUntil, cutoffs)).toBe(true);
+    // The same answers as the list form, for each.
+    for (const did of [ended, session, keyForever, keyUntil]) {
+      expect((await target.didsWithoutActiveAppSession([did], cutoffs)).length === 0).toBe(
+        await target.isInUse(did, cutoffs),
+      );
+    }
+  });
+
   it('oauthSessionsWithoutActiveAppSession pages through exactly the OAuth sessions whose user has no active app session', async () => {
     for (const t of ['atproto_app_session', 'atproto_oauth_session', 'atproto_oauth_state']) {
       await ds.query(`DELETE FROM ${t}`);

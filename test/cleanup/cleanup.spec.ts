@@ -121,6 +121,7 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       deleteEndedAppSessions: (c, b) => real.deleteEndedAppSessions(c, b),
       didsWithoutActiveAppSession: (d, c) => real.didsWithoutActiveAppSession(d, c),
       didsWithOAuthSession: (d, n) => real.didsWithOAuthSession(d, n),
+      isInUse: (d, c) => real.isInUse(d, c),
       oauthSessionsWithoutActiveAppSession: (c, a, l) =>
         real.oauthSessionsWithoutActiveAppSession(c, a, l),
       deleteEndedApiKeys: (c, b) => real.deleteEndedApiKeys(c, b),
