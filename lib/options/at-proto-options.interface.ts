@@ -233,9 +233,11 @@ export interface AtProtoModuleOptions {
   /** API keys for bots and services (see docs/api-keys.md). */
   apiKeys?: AtProtoApiKeyOptions;
   /**
-   * The cache of service-auth tokens that `AtProtoServiceAuthService` gets from users' PDSes
-   * for calls to other AT Protocol services (see docs/service-auth.md). With `redis` the
-   * cache is shared by every instance.
+   * Service-auth tokens (see docs/service-auth.md): the cache of those that
+   * `AtProtoServiceAuthService` gets from users' PDSes for calls to other AT Protocol
+   * services (shared by every instance with `redis`), and the checks of those other services
+   * send to `@AtProtoServiceAuth()` routes (`serviceDid`, `maxAge`, `clockSkew`,
+   * `replayStore`, `didDocument`).
    */
   serviceAuth?: AtProtoServiceAuthOptions;
   /**
