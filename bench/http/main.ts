@@ -779,11 +779,12 @@ async function memoryOnce(
   );
   const pool = new Pool(`http://127.0.0.1:${server.ready.port}`, { connections: CONNECTIONS });
   try {
-    await checkAnswers(server);
-    const cookieName = server.ready.valid.cookie!.split('=')[0]!;
+    // The booted app, before any request.
     await settle(server);
     const first = await server.call<MemoryMessage>({ type: 'memory' }, 'memory');
     if (!first.gcForced) throw new Error('the server has no gc(): it must run with --expose-gc');
+    await checkAnswers(server);
+    const cookieName = server.ready.valid.cookie!.split('=')[0]!;
     const points: MemoryPoint[] = [{ requested: 0, memory: first }];
     const bound = Number(args.bound);
     const marks = [
@@ -862,7 +863,7 @@ npm run bench -- ${process.argv.slice(2).join(' ')}: the cookie/PostgreSQL serve
       `Redis) so that no entry expires during the run; one GET /me per seeded session with its ` +
       `own cookie, ${CONNECTIONS} at a time, in order; memory after the writes settled and ` +
       `two forced full GCs (process.memoryUsage()); medians over ${ROUNDS} round(s). ` +
-      `Δ: from the booted app (one request served) to that point; B/session: Δ heap used ` +
+      `Δ: from the booted app (before any request) to that point; B/session: Δ heap used ` +
       `over the sessions requested.
 `,
   );
