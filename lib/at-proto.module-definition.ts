@@ -3,6 +3,7 @@ import { APP_GUARD } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { AT_PROTO_DATA_SOURCE, AT_PROTO_MODULE_EXTRAS } from './at-proto.constants.js';
+import { AtProtoSessionErrorsModule } from './filters/session-errors.module.js';
 import { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
 import { createOAuthController } from './oauth/oauth.controller.js';
 import type {
@@ -29,6 +30,9 @@ export const {
       global: extras.isGlobal ?? true,
       imports: [
         ...(definition.imports ?? []),
+        // Maps session errors with an interceptor only when the app has exception filters of
+        // its own (see the module).
+        AtProtoSessionErrorsModule,
         // Loaded only when asked for: @nestjs/bullmq and bullmq are optional peers. Nest
         // accepts a promise of a dynamic module among imports.
         ...(extras.bullmq

@@ -150,11 +150,6 @@ export class AtProtoApiKeyService {
   }
 
   /**
-   * The active key `key` is, or `undefined` when it is malformed, fails its checksum (no
-   * store read then), is unknown, revoked or expired. Records the use at most once per
-   * `apiKeys.lastUsedInterval`, without making the caller wait for that write.
-   */
-  /**
    * The guard's synchronous path: the active record of `key` if this instance's cache holds
    * it (use recorded like {@link validate}); `undefined` when only the store can tell (or the
    * key is malformed): then call `validate`. A hit costs no promise and no copy.
@@ -171,6 +166,11 @@ export class AtProtoApiKeyService {
     return record;
   }
 
+  /**
+   * The active key `key` is, or `undefined` when it is malformed, fails its checksum (no
+   * store read then), is unknown, revoked or expired. Records the use at most once per
+   * `apiKeys.lastUsedInterval`, without making the caller wait for that write.
+   */
   async validate(key: string): Promise<AtProtoApiKeyInfo | undefined> {
     if (!isWellFormedApiKey(key, this.options.apiKeys.prefix)) return undefined;
     const id = apiKeyIdOf(key);

@@ -46,16 +46,23 @@ export function endedSessionDid(error: unknown): string | undefined {
 /**
  * An error and what it wraps: its `cause` chain and, for an `AggregateError` (what the OAuth
  * client throws when it fails to store a session), every error it aggregates. Bounded in
- * depth, so a cyclic chain ends.
+ * depth and in the number of errors visited, each visited once, so that a cyclic or
+ * self-multiplying structure ends at once (the exception filter walks every thrown error).
  * @internal
  */
-export function* causeChain(error: unknown, depth = 0): Generator<unknown> {
-  if (error === undefined || error === null || depth > 6) return;
-  yield error;
-  if (error instanceof AggregateError) {
-    for (const inner of error.errors) yield* causeChain(inner, depth + 1);
+export function* causeChain(error: unknown): Generator<unknown> {
+  const seen = new Set<unknown>();
+  let budget = 64;
+  function* walk(e: unknown, depth: number): Generator<unknown> {
+    if (e === undefined || e === null || depth > 6 || seen.has(e) || budget-- <= 0) return;
+    seen.add(e);
+    yield e;
+    if (e instanceof AggregateError) {
+      for (const inner of e.errors) yield* walk(inner, depth + 1);
+    }
+    yield* walk((e as { cause?: unknown }).cause, depth + 1);
   }
-  yield* causeChain((error as { cause?: unknown }).cause, depth + 1);
+  yield* walk(error, 0);
 }
 
 /**

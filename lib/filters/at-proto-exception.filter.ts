@@ -59,10 +59,9 @@ function handles(error: unknown): boolean {
  * account) does not sign its caller out. Registered globally by the module (`APP_FILTER`);
  * other errors are not touched and reach the app's own filters.
  *
- * A catch-all filter of the app registered with `app.useGlobalFilters()` runs before the
- * module's (Nest tries those first): let it hand the module's errors over, e.g.
- * `if (AtProtoExceptionFilter.handles(error)) return this.atProto.catch(error, host);`
- * with `this.atProto = app.get(AtProtoExceptionFilter)`.
+ * When the app has exception filters of its own, which Nest may try first or which expect an
+ * `HttpException`, the module also registers an interceptor that maps these errors before
+ * any filter sees them (see docs/security.md, "Errors and what they answer").
  * @publicApi
  */
 @Catch(MappedSessionError)

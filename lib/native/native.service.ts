@@ -395,12 +395,6 @@ export class AtProtoNativeService {
   }
 
   /**
-   * The DID and app session of a bearer access token, or `undefined` for anything that is
-   * not a valid, unexpired access token of this module (a refresh token included). Never
-   * throws. The guard must still check the app session (`AppSessionService.validateId`) on
-   * every request: this only proves the token was issued here and has not expired.
-   */
-  /**
    * The guard's synchronous path: what an access token says if it was verified before and
    * has not expired (the verified-token cache), else `undefined`: then call
    * `verifyAccessToken`. A hit costs no promise.
@@ -412,6 +406,12 @@ export class AtProtoNativeService {
     return hit !== undefined && hit.expiresAt > Date.now() ? hit : undefined;
   }
 
+  /**
+   * The DID and app session of a bearer access token, or `undefined` for anything that is
+   * not a valid, unexpired access token of this module (a refresh token included). Never
+   * throws. The guard must still check the app session (`AppSessionService.validateId`) on
+   * every request: this only proves the token was issued here and has not expired.
+   */
   async verifyAccessToken(token: string): Promise<NativeAccessTokenInfo | undefined> {
     const tokens = this.#tokens;
     if (!tokens || typeof token !== 'string') return undefined;

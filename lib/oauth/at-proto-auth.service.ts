@@ -348,25 +348,29 @@ export class AtProtoAuthService {
     };
     // A PDS call that got a 401 the session's own retry could not cure: the OAuth client
     // returns that 401 (an Agent turns it into a plain XRPCError) and hides why. What the
-    // call's refresh did is recorded in a scope of the call's own (request-outcome.ts): if it
-    // deleted this session (refused: ended) or failed (for a reason of the moment), the call
-    // throws that instead, so that the exception filter answers 401 or 503, and this device's
-    // app session ends with the OAuth session. Any other 401 is returned as it is.
+    // call's refresh did is recorded in a scope of the call's own (request-outcome.ts). If
+    // the refresh failed, the call throws instead: the client's own error when the module
+    // maps it (a refused refresh is its TokenRefreshError: the session has ended, 401; the
+    // lock's or storage's errors: 503), else AtProtoUpstreamError (the authorization server
+    // did not answer in time: 503), so that the exception filter answers for what happened
+    // and code written against the client recognizes it. Any other 401 is returned as is.
     const fetchHandler = session.fetchHandler.bind(session);
     session.fetchHandler = async (pathname, init) => {
       const outcome: RequestOutcome = { deleted: new Set(), refreshFailures: new Map() };
       const response = await requestOutcome.run(outcome, () => fetchHandler(pathname, init));
       if (response.status !== 401) return response;
-      if (outcome.deleted.has(did)) {
-        await response.body?.cancel().catch(() => undefined);
-        throw new AtProtoSessionUnavailableError(AT_PROTO_MESSAGES.sessionEnded, { did });
-      }
       const failure = outcome.refreshFailures.get(did);
-      if (failure !== undefined && findMappedError(failure, 'session')) {
-        await response.body?.cancel().catch(() => undefined);
-        throw failure;
+      const deleted = outcome.deleted.has(did);
+      if (failure === undefined && !deleted) return response;
+      await response.body?.cancel().catch(() => undefined);
+      if (failure !== undefined && findMappedError(failure, 'session')) throw failure;
+      if (deleted) {
+        throw new AtProtoSessionUnavailableError(AT_PROTO_MESSAGES.sessionEnded, {
+          cause: failure,
+          did,
+        });
       }
-      return response;
+      throw new AtProtoUpstreamError(AT_PROTO_MESSAGES.sessionUnusable, { cause: failure });
     };
     // signOut() reads the tokens, revokes them at the server and deletes the session: one
     // step under the session lock, like revoke(), so that no refresh interleaves with it.

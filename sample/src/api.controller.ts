@@ -8,17 +8,13 @@ import {
   UnauthorizedException,
 } from '@nestjs/common';
 import {
-  TokenInvalidError,
-  TokenRefreshError,
-  TokenRevokedError,
-} from '@atproto/oauth-client-node';
-import {
   AtProtoAuthService,
   AtProtoCredentials,
   AtProtoDid,
   AtProtoSession,
   AtProtoSessionUnavailableError,
   AtProtoUpstreamError,
+  isSessionEndedError,
   type OAuthSession,
 } from 'nestjs-atproto-auth';
 
@@ -77,13 +73,12 @@ async function whoAmI(session: OAuthSession): Promise<ApiSessionInfo> {
     res = await session.fetchHandler('/xrpc/com.atproto.server.getSession');
   } catch (error) {
     // The session can end between the restore and this call (revoked at the PDS, or by
-    // another request): the OAuth client's retry then finds no session to refresh.
-    if (
-      error instanceof TokenRefreshError ||
-      error instanceof TokenRevokedError ||
-      error instanceof TokenInvalidError
-    ) {
+    // another request): the OAuth client's retry then cannot refresh it.
+    if (isSessionEndedError(error)) {
       throw new UnauthorizedException('The AT Protocol session has ended. Log in again.');
+    }
+    if (error instanceof AtProtoUpstreamError) {
+      throw new ServiceUnavailableException(error.message);
     }
     new Logger('Api').warn(
       `Calling the PDS failed: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,

@@ -17,7 +17,9 @@ import {
   type AtProtoLockLease,
   AtProtoRequestLock,
   type AtProtoSessionStore,
+  isSessionEndedError,
 } from 'nestjs-atproto-auth';
+import { TokenRefreshError } from '@atproto/oauth-client-node';
 import { sessionLockName } from '../../lib/lock/lock-scope.js';
 import { createTestDatabase } from '../support/databases.js';
 import { AppBrowser } from './support/app-client.js';
@@ -265,6 +267,41 @@ it('a session that ends inside an Agent call answers 401 and ends this device, n
   const res = await browser.get('/me/agent');
   expect(res.status).toBe(401);
   expect((await browser.get('/me')).status).toBe(401); // this device's app session ended too
+});
+
+/** Revokes `acct`'s grant at the authorization server while its stored token looks fresh. */
+async function revokeGrantAtServer(did: string): Promise<void> {
+  const stored = (await store().get(did))!;
+  const session = await auth().restore(did);
+  await (session as unknown as { server: { revoke(token: string): Promise<void> } }).server.revoke(
+    stored.tokenSet.refresh_token!,
+  );
+}
+
+it('several Agent calls at once on an ended session: 401 and this device signed out', async () => {
+  const ida = await account();
+  const browser = new AppBrowser(t.url);
+  expect((await browser.login(ida)).status).toBe(302);
+  expect((await browser.get('/me/agent-many')).status).toBe(200);
+  await revokeGrantAtServer(ida.did);
+  expect((await browser.get('/me/agent-many')).status).toBe(401);
+  expect((await browser.get('/me')).status).toBe(401);
+});
+
+it("fetchHandler() throws the OAuth client's own error, not the PDS's 401, when the refresh is refused", async () => {
+  const jon = await account();
+  const browser = new AppBrowser(t.url);
+  expect((await browser.login(jon)).status).toBe(302);
+  await revokeGrantAtServer(jon.did);
+  const session = await auth().restore(jon.did);
+  const error = await session.fetchHandler('/xrpc/com.atproto.server.getSession').then(
+    (res) => res,
+    (e: unknown) => e,
+  );
+  // What code written against @atproto/oauth-client recognizes, and isSessionEndedError too.
+  expect(error).toBeInstanceOf(TokenRefreshError);
+  expect(isSessionEndedError(error)).toBe(true);
+  expect((error as TokenRefreshError).sub).toBe(jon.did);
 });
 
 it("the app's own 401 is left alone, even when the user's OAuth session is gone", async () => {

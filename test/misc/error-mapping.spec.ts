@@ -152,3 +152,45 @@ describe("an app's own filter for XRPC errors", () => {
     expect((await get(app, '/agent-ended')).status).toBe(401);
   });
 });
+
+describe('AtProtoExceptionFilter.handles() on hostile error structures', () => {
+  const ended = () => new AtProtoSessionUnavailableError('ended', { did: DID });
+
+  it('ends on cycles, throwing getters and self-multiplying aggregates', () => {
+    const cyclic = new Error('a');
+    (cyclic as { cause?: unknown }).cause = cyclic;
+    expect(AtProtoExceptionFilter.handles(cyclic)).toBe(false);
+    const thrower = new Error('g');
+    Object.defineProperty(thrower, 'cause', {
+      get() {
+        throw new Error('boom');
+      },
+    });
+    expect(AtProtoExceptionFilter.handles(thrower)).toBe(false);
+    // Twelve references to itself: without each error visited once, the walk would read
+    // `errors` 12^6 times (seconds of CPU for one thrown error).
+    let reads = 0;
+    const aggregate = new AggregateError([]);
+    Object.defineProperty(aggregate, 'errors', {
+      get: () => {
+        reads++;
+        return Array<unknown>(12).fill(aggregate);
+      },
+    });
+    expect(AtProtoExceptionFilter.handles(aggregate)).toBe(false);
+    expect(reads).toBe(1);
+    const fanOut = new AggregateError(
+      Array.from({ length: 12 }, () => new AggregateError(Array<unknown>(12).fill(new Error('x')))),
+    );
+    expect(AtProtoExceptionFilter.handles(fanOut)).toBe(false);
+  });
+
+  it('finds the module error among aggregated ones, not inside an HttpException', () => {
+    expect(
+      AtProtoExceptionFilter.handles(
+        new AggregateError([new Error('x'), new AtProtoStoreError('s')]),
+      ),
+    ).toBe(true);
+    expect(AtProtoExceptionFilter.handles({ cause: ended() })).toBe(false); // not an Error
+  });
+});

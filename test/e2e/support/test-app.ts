@@ -77,6 +77,14 @@ class MeController {
     return { did: data.did };
   }
 
+  /** Several Agent calls at once (a page that loads a profile and a feed together). */
+  @Get('agent-many')
+  async agentMany(@AtProtoSession() session: OAuthSession) {
+    const agent = new Agent(session);
+    await Promise.all([1, 2, 3].map(() => agent.com.atproto.server.getSession()));
+    return { ok: true };
+  }
+
   /** Calls the user's PDS through the restored OAuth session. */
   @Get('session')
   async session(@AtProtoSession() session: OAuthSession) {
