@@ -192,18 +192,19 @@ it('cleanup does not revoke a session its user signed in with again during the r
   await t.dataSource
     .getRepository(AtProtoAppSessionEntity)
     .update({ did: erin.did }, { expiresAt: new Date(Date.now() - 1000) });
-  // ...but before it does, the user signs in again on another device.
+  // ...but before it takes the DID's lock to revoke, the user signs in again on another
+  // device (the login takes the same lock, so it lands before cleanup's decision under it).
   const fresh = new AppBrowser(t.url);
-  const s = store();
-  const get = s.get.bind(s);
+  const lock = t.app.get(AtProtoRequestLock);
+  const run = lock.run.bind(lock);
   let relogged = false;
-  patch(s, 'get', async (did: string) => {
-    if (did === erin.did && !relogged) {
+  patch(lock, 'run', (async (name: string, fn: never) => {
+    if (name === sessionLockName(erin.did) && !relogged) {
       relogged = true;
       expect((await fresh.login(erin)).status).toBe(302);
     }
-    return get(did);
-  });
+    return run(name, fn);
+  }) as typeof lock.run);
   const result = await t.app.get(AtProtoCleanupService).runOnce();
   expect(relogged).toBe(true);
   expect(result.oauthSessionsRevoked).toBe(0);
