@@ -1,4 +1,5 @@
 import { AtProtoApiKeyEntity } from './api-key.entity.js';
+import { AtProtoBotSessionEntity } from './bot-session.entity.js';
 import { AtProtoAppSessionEntity } from './app-session.entity.js';
 import { AtProtoOAuthSessionEntity } from './oauth-session.entity.js';
 import { AtProtoOAuthStateEntity } from './oauth-state.entity.js';
@@ -19,4 +20,5 @@ export const atProtoEntities = [
   AtProtoApiKeyEntity,
   AtProtoNativeCodeEntity,
   AtProtoNativeRefreshFamilyEntity,
+  AtProtoBotSessionEntity,
 ] as const;

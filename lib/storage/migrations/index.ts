@@ -2,6 +2,7 @@ import type { MigrationInterface } from 'typeorm';
 import { AtProtoInit1763800000000 } from './1763800000000-at-proto-init.js';
 import { AtProtoApiKeys1795857400000 } from './1795857400000-at-proto-api-keys.js';
 import { AtProtoNative1795857600000 } from './1795857600000-at-proto-native.js';
+import { AtProtoBotSessions1795857900000 } from './1795857900000-at-proto-bot-sessions.js';
 
 export { AtProtoInit1763800000000 };
 
@@ -15,5 +16,10 @@ export { AtProtoInit1763800000000 };
  * @publicApi
  */
 export function atProtoMigrations(): Array<new () => MigrationInterface> {
-  return [AtProtoInit1763800000000, AtProtoApiKeys1795857400000, AtProtoNative1795857600000];
+  return [
+    AtProtoInit1763800000000,
+    AtProtoApiKeys1795857400000,
+    AtProtoNative1795857600000,
+    AtProtoBotSessions1795857900000,
+  ];
 }
