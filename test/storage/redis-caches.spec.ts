@@ -149,6 +149,79 @@ describe('createRedisOAuthCaches', () => {
   });
 });
 
+describe('createRedisOAuthCaches: server metadata kept in process for a few seconds', () => {
+  /** A client whose GETs are counted (every restore reads the server metadata). */
+  function counting(): { client: Redis; gets: () => number } {
+    let gets = 0;
+    const client = new Proxy(a, {
+      get(target, key, receiver) {
+        if (key === 'get') {
+          return (...args: Parameters<Redis['get']>) => {
+            gets++;
+            return target.get(...args);
+          };
+        }
+        const value = Reflect.get(target, key, receiver) as unknown;
+        return typeof value === 'function'
+          ? (value as (...x: unknown[]) => unknown).bind(target)
+          : value;
+      },
+    });
+    return { client, gets: () => gets };
+  }
+  const metadata = (issuer: string) =>
+    ({ issuer }) as unknown as Parameters<
+      RedisOAuthCaches['authorizationServerMetadataCache']['set']
+    >[1];
+
+  it('reads Redis once per issuer within localTtl, and again after it', async () => {
+    let now = 1_000_000;
+    const { client, gets } = counting();
+    const caches = createRedisOAuthCaches(client, {
+      keyPrefix: PREFIX,
+      localTtlMs: 5_000,
+      now: () => now,
+    });
+    const issuer = `https://as-${randomBytes(4).toString('hex')}.example.test`;
+    await createRedisOAuthCaches(b, { keyPrefix: PREFIX }).authorizationServerMetadataCache.set(
+      issuer,
+      metadata(issuer),
+    );
+    for (let i = 0; i < 5; i++) {
+      expect(await caches.authorizationServerMetadataCache.get(issuer)).toEqual(metadata(issuer));
+    }
+    expect(gets()).toBe(1);
+    now += 5_001;
+    expect(await caches.authorizationServerMetadataCache.get(issuer)).toEqual(metadata(issuer));
+    expect(gets()).toBe(2);
+  });
+
+  it('keeps nothing in process for nonces, DID documents and handles, nor with localTtl 0', async () => {
+    const { client, gets } = counting();
+    const caches = createRedisOAuthCaches(client, { keyPrefix: PREFIX });
+    const off = createRedisOAuthCaches(client, { keyPrefix: PREFIX, localTtlMs: 0 });
+    const origin = `https://pds-${randomBytes(4).toString('hex')}.example.test`;
+    await caches.dpopNonceCache.set(origin, 'n');
+    await caches.dpopNonceCache.get(origin);
+    await caches.dpopNonceCache.get(origin);
+    await off.protectedResourceMetadataCache.get(origin);
+    await off.protectedResourceMetadataCache.get(origin);
+    expect(gets()).toBe(4);
+  });
+
+  it('a delete drops the copy in process, and a miss is not kept', async () => {
+    const { client, gets } = counting();
+    const caches = createRedisOAuthCaches(client, { keyPrefix: PREFIX });
+    const issuer = `https://as-${randomBytes(4).toString('hex')}.example.test`;
+    expect(await caches.authorizationServerMetadataCache.get(issuer)).toBeUndefined();
+    await caches.authorizationServerMetadataCache.set(issuer, metadata(issuer));
+    expect(await caches.authorizationServerMetadataCache.get(issuer)).toEqual(metadata(issuer));
+    await caches.authorizationServerMetadataCache.del(issuer);
+    expect(await caches.authorizationServerMetadataCache.get(issuer)).toBeUndefined();
+    expect(gets()).toBe(2); // the first miss and the read after the delete; the set is kept
+  });
+});
+
 describe('createRedisOAuthCaches with Redis down', () => {
   let own: OwnRedis;
   const clients: Redis[] = [];

@@ -83,6 +83,16 @@ export interface RedisOAuthCachesOptions {
    * every lookup is a miss.
    */
   keyRing?: KeyRing;
+  /**
+   * How long the authorization server and protected resource metadata read from Redis is
+   * also kept in process, so that restoring a session (which reads the metadata each time)
+   * does not pay a Redis round trip on every request: metadata is public, per server, and
+   * changes rarely. A copy is at most this much older than Redis's; 0 turns it off. Nonces,
+   * DID documents and handles are never kept in process. @default 10000
+   */
+  localTtlMs?: number;
+  /** The clock of the in-process copies (tests). @default Date.now */
+  now?: () => number;
   /** Where failures are reported (at debug level). @default a Nest `Logger` 'AtProtoRedisCache' */
   logger?: { debug(message: string): void };
 }
@@ -176,6 +186,59 @@ export class RedisJsonCache<K extends string, V> {
   }
 }
 
+/** Most servers whose metadata is kept in process (issuers are few; the bound is for safety). */
+const LOCAL_MAX_ENTRIES = 1_000;
+
+/**
+ * A short-lived in-process copy in front of a shared cache (see
+ * `RedisOAuthCachesOptions.localTtlMs`). Hand-written because it is a dozen lines: a Map in
+ * insertion order, entries dropped when stale, by `del`, or oldest first beyond the bound.
+ * Misses are not kept (a server seen for the first time is then looked up again).
+ * @internal
+ */
+class InProcessFront<K extends string, V> {
+  readonly #entries = new Map<K, { value: V; until: number }>();
+
+  constructor(
+    private readonly inner: {
+      get(key: K): Promise<V | undefined>;
+      set(key: K, value: V): Promise<void>;
+      del(key: K): Promise<void>;
+    },
+    private readonly ttlMs: number,
+    private readonly now: () => number,
+  ) {}
+
+  async get(key: K): Promise<V | undefined> {
+    const entry = this.#entries.get(key);
+    if (entry !== undefined) {
+      if (entry.until > this.now()) return entry.value;
+      this.#entries.delete(key);
+    }
+    const value = await this.inner.get(key);
+    if (value !== undefined) this.#keep(key, value);
+    return value;
+  }
+
+  async set(key: K, value: V): Promise<void> {
+    this.#keep(key, value);
+    await this.inner.set(key, value);
+  }
+
+  async del(key: K): Promise<void> {
+    this.#entries.delete(key);
+    await this.inner.del(key);
+  }
+
+  #keep(key: K, value: V): void {
+    this.#entries.delete(key);
+    this.#entries.set(key, { value, until: this.now() + this.ttlMs });
+    if (this.#entries.size > LOCAL_MAX_ENTRIES) {
+      this.#entries.delete(this.#entries.keys().next().value as K);
+    }
+  }
+}
+
 /**
  * Caches of the OAuth client backed by Redis, shared by every instance of the app:
  * DPoP nonces (so that an instance does not start with a stale nonce and pay a
@@ -205,6 +268,11 @@ export function createRedisOAuthCaches(
       throw new TypeError(`createRedisOAuthCaches: ttlMs.${name} must be a positive number.`);
     }
   }
+  const localTtlMs = options.localTtlMs ?? 10_000;
+  if (!(Number.isFinite(localTtlMs) && localTtlMs >= 0)) {
+    throw new TypeError('createRedisOAuthCaches: localTtlMs must be a number of at least 0.');
+  }
+  const now = options.now ?? Date.now;
   const logger = options.logger ?? new Logger('AtProtoRedisCache');
   const keyRing = () => options.keyRing ?? getInstalledKeyRing();
   const cache = <K extends string, V>(name: keyof RedisOAuthCaches) =>
@@ -217,11 +285,15 @@ export function createRedisOAuthCaches(
       keyRing,
       logger,
     );
+  const metadata = <K extends string, V>(name: keyof RedisOAuthCaches) => {
+    const shared = cache<K, V>(name);
+    return localTtlMs > 0 ? new InProcessFront<K, V>(shared, localTtlMs, now) : shared;
+  };
   return {
     dpopNonceCache: cache('dpopNonceCache'),
     didCache: cache('didCache'),
     handleCache: cache('handleCache'),
-    authorizationServerMetadataCache: cache('authorizationServerMetadataCache'),
-    protectedResourceMetadataCache: cache('protectedResourceMetadataCache'),
+    authorizationServerMetadataCache: metadata('authorizationServerMetadataCache'),
+    protectedResourceMetadataCache: metadata('protectedResourceMetadataCache'),
   };
 }
