@@ -17,6 +17,7 @@ import { AppSessionService } from './session/app-session.service.js';
 import { AtProtoApiKeyService } from './api-keys/api-key.service.js';
 import { AtProtoNativeService } from './native/native.service.js';
 import { AtProtoServiceAuthService } from './service-auth/service-auth.service.js';
+import { AtProtoBotSessionService } from './bots/bot-session.service.js';
 import { AtProtoServiceJwtVerifier } from './service-auth/service-jwt-verifier.js';
 
 /**
@@ -54,6 +55,7 @@ import { AtProtoServiceJwtVerifier } from './service-auth/service-jwt-verifier.j
     AtProtoApiKeyService,
     AtProtoServiceAuthService,
     AtProtoServiceJwtVerifier,
+    AtProtoBotSessionService,
   ],
 })
 export class AtProtoModule extends AtProtoConfigurableModule {}

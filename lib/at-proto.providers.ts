@@ -57,6 +57,9 @@ import { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
 import type { ResolvedAtProtoOptions } from './options/resolved-options.js';
 import { AppSessionService } from './session/app-session.service.js';
 import { AtProtoServiceAuthService } from './service-auth/service-auth.service.js';
+import { AT_PROTO_BOT_SESSION_STORE } from './bots/bot.constants.js';
+import { AtProtoBotSessionService } from './bots/bot-session.service.js';
+import { MemoryBotSessionStore, TypeOrmBotSessionStore } from './bots/bot-session.store.js';
 import { ServiceDidDocumentRoute } from './service-auth/service-did-document.js';
 import { AtProtoServiceJwtVerifier } from './service-auth/service-jwt-verifier.js';
 import {
@@ -230,6 +233,18 @@ export const atProtoProviders: Provider[] = [
     useFactory: (s: Stores) => s.apiKeys,
   },
   AtProtoApiKeyService,
+  // Bot accounts on app passwords: their sessions beside the OAuth sessions.
+  {
+    provide: AT_PROTO_BOT_SESSION_STORE,
+    inject: [AT_PROTO_OPTIONS, AT_PROTO_DATA_SOURCE],
+    useFactory: (options: ResolvedAtProtoOptions, found: DataSource | null) =>
+      options.storage === 'memory'
+        ? new MemoryBotSessionStore()
+        : new TypeOrmBotSessionStore(requireDataSource(found, options.dataSourceName), {
+            retry: options.storeRetry,
+          }),
+  },
+  AtProtoBotSessionService,
   // Outbound service-auth tokens, cached (shared through Redis when configured).
   AtProtoServiceAuthService,
   // Inbound service-auth tokens (@AtProtoServiceAuth routes).

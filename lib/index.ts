@@ -45,6 +45,7 @@ export type { AtProtoCredentialKind } from './credentials/credentials.js';
 export {
   AtProtoEvents,
   type AtProtoEvent,
+  type AtProtoBotSessionEndedReason,
   type AtProtoSessionDeletedReason,
 } from './events/at-proto-events.js';
 export {
@@ -84,6 +85,7 @@ export { AtProtoNative1795857600000 } from './storage/migrations/1795857600000-a
 export { AtProtoApiKeyEntity } from './storage/entities/api-key.entity.js';
 export { AtProtoNativeCodeEntity } from './storage/entities/native-code.entity.js';
 export { AtProtoNativeRefreshFamilyEntity } from './storage/entities/native-refresh-family.entity.js';
+export { AtProtoBotSessionEntity } from './storage/entities/bot-session.entity.js';
 
 export {
   AtProtoApiKeyService,
@@ -165,6 +167,13 @@ export type { AtProtoServiceAuthRouteOptions } from './service-auth/service-auth
 export { AtProtoServiceAuthGuard } from './service-auth/service-auth.guard.js';
 export { AtProtoServiceAuth } from './decorators/at-proto-service-auth.decorator.js';
 export { AtProtoCaller } from './decorators/at-proto-caller.decorator.js';
+
+export {
+  AtProtoBotSessionService,
+  type AtProtoBotLoginOptions,
+} from './bots/bot-session.service.js';
+export { AtProtoBotSession } from './bots/bot-session.js';
+export type { AtProtoBotOptions } from './bots/bot-options.js';
 
 export * from './errors/index.js';
 

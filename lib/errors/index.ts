@@ -7,3 +7,4 @@ export * from './at-proto-http.errors.js';
 export * from './at-proto-lock.error.js';
 export * from './at-proto-service-auth.error.js';
 export * from './at-proto-service-jwt.error.js';
+export * from './at-proto-bot-session.error.js';

@@ -30,6 +30,19 @@ export type AtProtoSessionDeletedReason =
   | 'error';
 
 /**
+ * Why a bot's app-password session ended (its row is deleted; the bot must log in again).
+ * - `expired`: the PDS refused the refresh JWT as expired or revoked (`ExpiredToken`), e.g.
+ *   after its app password was deleted;
+ * - `invalid`: the PDS refused the refresh JWT as invalid (`InvalidToken`);
+ * - `account-takedown`, `account-deactivated`: the account's state;
+ * - `replaced`: a forced `login()` replaced it;
+ * - `logout`: `logout()` ended it.
+ * @publicApi
+ */
+export type AtProtoBotSessionEndedReason =
+  'expired' | 'invalid' | 'account-takedown' | 'account-deactivated' | 'replaced' | 'logout';
+
+/**
  * Events the module emits. Subscribe with `AtProtoEvents.events$`.
  * @publicApi
  */
@@ -68,6 +81,16 @@ export type AtProtoEvent =
       type: 'oauth-session-write-fenced';
       did: string;
       operation: 'set' | 'del';
+    }
+  | { type: 'bot-session-created'; did: string }
+  | { type: 'bot-session-refreshed'; did: string }
+  | {
+      /** A bot's app-password session ended: its row is deleted. */
+      type: 'bot-session-ended';
+      did: string;
+      reason: AtProtoBotSessionEndedReason;
+      /** The PDS's error text, sanitized as for `oauth-session-deleted`, if any. */
+      message?: string;
     };
 
 /** Where an isolated stream reports what a subscriber threw. */
@@ -194,7 +217,8 @@ export class AtProtoEvents {
    */
   emit(event: AtProtoEvent): void {
     this.#subject.next(
-      event.type === 'oauth-session-deleted' && event.message !== undefined
+      (event.type === 'oauth-session-deleted' || event.type === 'bot-session-ended') &&
+        event.message !== undefined
         ? { ...event, message: sanitizeLogText(event.message) }
         : event,
     );

@@ -2,6 +2,7 @@ import type { AtProtoApiKeyOptions } from '../api-keys/api-key-options.js';
 import type { AtProtoCredentialKind } from '../credentials/credentials.js';
 import type { AtProtoNativeOptions } from '../native/native-options.js';
 import type { AtProtoServiceAuthOptions } from '../service-auth/service-auth-options.js';
+import type { AtProtoBotOptions } from '../bots/bot-options.js';
 import type { KeyRingOptions } from '../crypto/key-ring.js';
 import type { TransientRetryOptions } from '../storage/transient-retry.js';
 
@@ -240,6 +241,11 @@ export interface AtProtoModuleOptions {
    * `replayStore`, `didDocument`).
    */
   serviceAuth?: AtProtoServiceAuthOptions;
+  /**
+   * Bot accounts that log in with an app password (`AtProtoBotSessionService`, see
+   * docs/bots.md): when their access JWTs are refreshed.
+   */
+  bots?: AtProtoBotOptions;
   /**
    * Which credentials a route accepts unless `@AtProtoCredentials()` says otherwise.
    * @default { allow: ['cookie', 'bearer'] }

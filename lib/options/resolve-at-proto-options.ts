@@ -10,6 +10,7 @@ import { parsePrivateHost } from '../oauth/outbound-fetch.js';
 import { resolveApiKeyOptions } from '../api-keys/api-key-options.js';
 import { resolveNativeOptions } from '../native/native-options.js';
 import { resolveServiceAuthOptions } from '../service-auth/service-auth-options.js';
+import { resolveBotOptions } from '../bots/bot-options.js';
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
 import type {
   AtProtoModuleExtras,
@@ -199,6 +200,7 @@ const optionsSchema = z.object({
   native: z.unknown().optional(),
   apiKeys: z.unknown().optional(),
   serviceAuth: z.unknown().optional(),
+  bots: z.unknown().optional(),
   credentials: z
     .object({
       allow: z
@@ -359,6 +361,7 @@ export async function resolveAtProtoOptions(
     input.redis !== undefined,
     publicUrl,
   );
+  const bots = resolveBotOptions(input.bots, problems);
 
   if (problems.length > 0 || !publicUrl) throw new AtProtoConfigError(problems);
 
@@ -467,6 +470,7 @@ export async function resolveAtProtoOptions(
     native,
     apiKeys,
     serviceAuth,
+    bots,
     credentialsAllow: input.credentials?.allow ?? ['cookie', 'bearer'],
     trustedOrigins,
   };

@@ -2,6 +2,7 @@ import type { ResolvedApiKeyOptions } from '../api-keys/api-key-options.js';
 import type { AtProtoCredentialKind } from '../credentials/credentials.js';
 import type { ResolvedNativeOptions } from '../native/native-options.js';
 import type { ResolvedServiceAuthOptions } from '../service-auth/service-auth-options.js';
+import type { ResolvedBotOptions } from '../bots/bot-options.js';
 import type { OAuthClientMetadataInput } from '@atproto/oauth-client-node';
 import type { Key } from '@atproto/oauth-client-node';
 import type { KeyRing } from '../crypto/key-ring.js';
@@ -79,6 +80,8 @@ export interface ResolvedAtProtoOptions {
   readonly apiKeys: ResolvedApiKeyOptions;
   /** The cache of outbound service-auth tokens. */
   readonly serviceAuth: ResolvedServiceAuthOptions;
+  /** Bot accounts on app passwords. */
+  readonly bots: ResolvedBotOptions;
   /** Credentials routes accept by default. */
   readonly credentialsAllow: readonly AtProtoCredentialKind[];
   /** Origins of single-page apps on another origin that use the cookie flow. */

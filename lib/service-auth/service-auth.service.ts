@@ -4,9 +4,11 @@ import {
   Logger,
   type OnModuleDestroy,
   type OnModuleInit,
+  Optional,
 } from '@nestjs/common';
 import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import { AT_PROTO_LOCK_CONNECTION } from '../at-proto.internal-constants.js';
+import { AtProtoBotSessionService } from '../bots/bot-session.service.js';
 import { AtProtoError } from '../errors/at-proto.error.js';
 import {
   AtProtoSessionUnavailableError,
@@ -83,6 +85,8 @@ export class AtProtoServiceAuthService implements OnModuleInit, OnModuleDestroy 
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
     private readonly auth: AtProtoAuthService,
     @Inject(AT_PROTO_LOCK_CONNECTION) redis: RedisScriptingClient | null,
+    // Bot accounts (app-password sessions) get tokens too: see #session.
+    @Optional() private readonly bots?: AtProtoBotSessionService,
   ) {
     const { marginMs, fallbackTtlMs } = options.serviceAuth;
     this.#cache = new ServiceTokenCache({
@@ -208,7 +212,7 @@ export class AtProtoServiceAuthService implements OnModuleInit, OnModuleDestroy 
   }
 
   async #mint(key: ServiceTokenKey, exp: number | undefined): Promise<string> {
-    const session = await this.auth.restore(key.did);
+    const session = await this.#session(key.did);
     const params = new URLSearchParams({ aud: key.aud });
     if (key.lxm !== null) params.set('lxm', key.lxm);
     if (exp !== undefined) params.set('exp', String(exp));
@@ -240,6 +244,28 @@ export class AtProtoServiceAuthService implements OnModuleInit, OnModuleDestroy 
     throw new AtProtoUpstreamError(
       'The PDS did not issue a service-auth token right now. Try again.',
     );
+  }
+
+  /**
+   * The session that asks the PDS for a token: the DID's OAuth session, or, when it has
+   * none, its bot session (`AtProtoBotSessionService`). The bot store is read only then, so
+   * users' tokens cost nothing more.
+   */
+  async #session(did: string): Promise<{
+    fetchHandler(url: string, init: RequestInit): Promise<Response>;
+  }> {
+    try {
+      return await this.auth.restore(did);
+    } catch (error) {
+      if (
+        error instanceof AtProtoSessionUnavailableError &&
+        this.bots &&
+        (await this.bots.has(did))
+      ) {
+        return this.bots.restore(did);
+      }
+      throw error;
+    }
   }
 
   #sessionError(did: string, error: unknown): Error {

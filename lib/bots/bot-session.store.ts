@@ -1,0 +1,224 @@
+import type { DataSource, Repository } from 'typeorm';
+import { AtProtoBotSessionEntity } from '../storage/entities/bot-session.entity.js';
+import { assertSessionVersion, firstSessionVersion } from '../storage/session-version.js';
+import { type TransientRetryOptions, withTransientRetry } from '../storage/transient-retry.js';
+import { onPrimary } from '../storage/typeorm/primary.js';
+import { upsertRow } from '../storage/typeorm/upsert.js';
+import { assertValidDid } from '../storage/validation.js';
+
+/**
+ * A bot's stored session: what `createSession` / `refreshSession` answered, and where.
+ * @internal
+ */
+export interface StoredBotSession {
+  readonly did: string;
+  readonly handle: string;
+  /** The PDS origin every call and refresh goes to. */
+  readonly pdsUrl: string;
+  readonly accessJwt: string;
+  readonly refreshJwt: string;
+  /** Epoch ms of the access JWT's `exp`, or null when unreadable. */
+  readonly accessExpiresAt: number | null;
+  /** Epoch ms of the refresh JWT's `exp`: the row is gone after it. */
+  readonly expiresAt: number;
+}
+
+/** @internal */
+export interface VersionedBotSession {
+  readonly value: StoredBotSession;
+  readonly version: number;
+}
+
+/**
+ * Where bot sessions are kept. Reads see the last write (the primary); `setIfVersion` and
+ * `delIfVersion` apply only if the row is still at the version read, so that a holder of
+ * the bot's lock that lost it (a stalled process) cannot overwrite or delete a newer session.
+ * @internal
+ */
+export interface BotSessionStore {
+  get(did: string): Promise<VersionedBotSession | undefined>;
+  /** Writes a new session (a login), whatever was stored. */
+  set(value: StoredBotSession): Promise<void>;
+  /** Replaces the session at `version`; the new version, or `undefined` when fenced out. */
+  setIfVersion(value: StoredBotSession, version: number): Promise<number | undefined>;
+  /** Deletes the session at `version`; false when fenced out (a newer one is kept). */
+  delIfVersion(did: string, version: number): Promise<boolean>;
+}
+
+/** Bot sessions in memory (`storage: 'memory'`): one process, lost on restart. @internal */
+export class MemoryBotSessionStore implements BotSessionStore {
+  readonly #rows = new Map<string, VersionedBotSession>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  async get(did: string): Promise<VersionedBotSession | undefined> {
+    const row = this.#rows.get(did);
+    if (row && row.value.expiresAt <= this.#now()) {
+      this.#rows.delete(did);
+      return undefined;
+    }
+    return row;
+  }
+
+  async set(value: StoredBotSession): Promise<void> {
+    assertValidDid(value.did);
+    const version = firstSessionVersion(this.#now());
+    const current = this.#rows.get(value.did)?.version ?? 0;
+    this.#rows.set(value.did, { value, version: Math.max(version, current + 1) });
+  }
+
+  async setIfVersion(value: StoredBotSession, version: number): Promise<number | undefined> {
+    assertSessionVersion(version);
+    const row = await this.get(value.did);
+    if (row?.version !== version) return undefined;
+    this.#rows.set(value.did, { value, version: version + 1 });
+    return version + 1;
+  }
+
+  async delIfVersion(did: string, version: number): Promise<boolean> {
+    assertSessionVersion(version);
+    const row = this.#rows.get(did);
+    if (!row) return true;
+    if (row.version !== version) return false;
+    this.#rows.delete(did);
+    return true;
+  }
+}
+
+/**
+ * Bot sessions on the app's TypeORM DataSource (`atproto_bot_session`): the JWTs in one
+ * encrypted column, transient failures retried, reads on the primary (a replica may still
+ * hold a refresh JWT that a refresh has just rotated).
+ * @internal
+ */
+export class TypeOrmBotSessionStore implements BotSessionStore {
+  readonly #dataSource: DataSource;
+  readonly #repo: Repository<AtProtoBotSessionEntity>;
+  readonly #retry: TransientRetryOptions | undefined;
+  readonly #now: () => number;
+  readonly #q: (column: string) => string;
+
+  constructor(
+    dataSource: DataSource,
+    options: { retry?: TransientRetryOptions; now?: () => number } = {},
+  ) {
+    this.#dataSource = dataSource;
+    this.#repo = dataSource.getRepository(AtProtoBotSessionEntity);
+    this.#retry = options.retry;
+    this.#now = options.now ?? Date.now;
+    this.#q = (column) => dataSource.driver.escape(column);
+  }
+
+  async get(did: string): Promise<VersionedBotSession | undefined> {
+    assertValidDid(did);
+    const row = await withTransientRetry(
+      'Reading a bot session',
+      () => this.#read(did),
+      this.#retry,
+    );
+    if (!row || row.expiresAt.getTime() <= this.#now()) return undefined;
+    const tokens = JSON.parse(row.tokenSet) as { accessJwt: string; refreshJwt: string };
+    return {
+      value: {
+        did: row.did,
+        handle: row.handle,
+        pdsUrl: row.pdsUrl,
+        accessJwt: tokens.accessJwt,
+        refreshJwt: tokens.refreshJwt,
+        accessExpiresAt: row.accessExpiresAt ? row.accessExpiresAt.getTime() : null,
+        expiresAt: row.expiresAt.getTime(),
+      },
+      version: Number(row.version),
+    };
+  }
+
+  async set(value: StoredBotSession): Promise<void> {
+    assertValidDid(value.did);
+    const now = this.#now();
+    await withTransientRetry(
+      'Saving a bot session',
+      () =>
+        upsertRow(
+          this.#repo,
+          { did: value.did },
+          { ...this.#columns(value, now), version: this.#increment },
+          { createdAt: new Date(now), version: firstSessionVersion(now) },
+        ),
+      this.#retry,
+    );
+  }
+
+  async setIfVersion(value: StoredBotSession, version: number): Promise<number | undefined> {
+    assertValidDid(value.did);
+    assertSessionVersion(version);
+    const now = this.#now();
+    const columns = this.#columns(value, now);
+    let attempt = 0;
+    return withTransientRetry(
+      'Saving a bot session',
+      async () => {
+        attempt++;
+        // One conditional UPDATE: it never inserts, so a session deleted meanwhile stays
+        // deleted.
+        const result = await this.#repo
+          .createQueryBuilder()
+          .update()
+          .set({ ...columns, version: this.#increment } as never)
+          .where({ did: value.did, version })
+          .execute();
+        if ((result.affected ?? 0) > 0) return version + 1;
+        if (attempt === 1) return undefined;
+        // A retry that matched nothing: the first attempt may have landed before its
+        // connection was lost. It is ours if the row holds exactly what we wrote.
+        const row = await this.#read(value.did);
+        const ours =
+          row !== null &&
+          Number(row.version) === version + 1 &&
+          row.updatedAt.getTime() === now &&
+          row.tokenSet === columns.tokenSet;
+        return ours ? version + 1 : undefined;
+      },
+      this.#retry,
+    );
+  }
+
+  async delIfVersion(did: string, version: number): Promise<boolean> {
+    assertValidDid(did);
+    assertSessionVersion(version);
+    let attempt = 0;
+    return withTransientRetry(
+      'Deleting a bot session',
+      async () => {
+        attempt++;
+        const result = await this.#repo.delete({ did, version });
+        if ((result.affected ?? 0) > 0) return true;
+        if (attempt === 1) return (await this.#read(did)) === null;
+        return (await this.#read(did)) === null;
+      },
+      this.#retry,
+    );
+  }
+
+  /** `version = version + 1`, as raw SQL for the query builder. */
+  readonly #increment = () => `${this.#q('version')} + 1`;
+
+  #columns(value: StoredBotSession, now: number) {
+    return {
+      handle: value.handle,
+      pdsUrl: value.pdsUrl,
+      tokenSet: JSON.stringify({ accessJwt: value.accessJwt, refreshJwt: value.refreshJwt }),
+      accessExpiresAt: value.accessExpiresAt === null ? null : new Date(value.accessExpiresAt),
+      expiresAt: new Date(value.expiresAt),
+      updatedAt: new Date(now),
+    };
+  }
+
+  #read(did: string): Promise<AtProtoBotSessionEntity | null> {
+    return onPrimary(this.#dataSource, (manager) =>
+      manager.findOne(AtProtoBotSessionEntity, { where: { did } }),
+    );
+  }
+}
