@@ -184,8 +184,8 @@ export class AtProtoBotSessionService {
   }
 
   /**
-   * Refreshes under the bot's lock. `stale` is the access JWT the caller found expired or
-   * refused: when the stored one differs, another caller (maybe on another instance) has
+   * Refreshes under the bot's lock. `stale` is the refresh JWT of the session whose access
+   * JWT the caller found expired or refused: when the stored one differs, another caller (maybe on another instance) has
    * refreshed meanwhile, and its session is handed out instead of refreshing again.
    * `undefined` forces the refresh.
    */
@@ -200,7 +200,7 @@ export class AtProtoBotSessionService {
             did,
           });
         }
-        if (stale !== undefined && current.value.accessJwt !== stale) return current.value;
+        if (stale !== undefined && current.value.refreshJwt !== stale) return current.value;
         // The refresh JWT is single-use: if the lock could expire before the answer, another
         // instance could present it again and be refused. Do not send it.
         if (lease.remainingMs() < this.options.httpTimeoutMs + 1000) {

@@ -4,7 +4,10 @@ import type { StoredBotSession } from './bot-session.store.js';
 export interface BotSessionOwner {
   readonly fetch: typeof globalThis.fetch;
   readonly refreshMarginMs: number;
-  /** Refreshes under the bot's lock unless the stored access JWT differs from `stale`. */
+  /**
+   * Refreshes under the bot's lock unless the stored refresh JWT differs from `stale` (the
+   * one of the session the caller used): then another caller has refreshed already.
+   */
   refresh(did: string, stale: string): Promise<StoredBotSession>;
 }
 
@@ -67,19 +70,24 @@ export class AtProtoBotSession {
     let session = this.#session;
     const expiresAt = session.accessExpiresAt;
     if (expiresAt !== null && expiresAt - this.#owner.refreshMarginMs <= Date.now()) {
-      session = await this.#refresh(session.accessJwt);
+      session = await this.#refresh(session.refreshJwt);
     }
     const first = await this.#send(session, url, init);
     if (!(await isExpiredAnswer(first))) return first;
     const body = init.body;
     const replayable =
       body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
-    session = await this.#refresh(session.accessJwt);
+    session = await this.#refresh(session.refreshJwt);
     if (!replayable) return first;
     await first.body?.cancel().catch(() => undefined);
     return this.#send(session, url, init);
   };
 
+  /**
+   * Compared by refresh JWT, not access JWT: the PDS's access JWTs carry no unique id, so
+   * two issued within the same second for the same account are the same string, while
+   * each refresh JWT has its own `jti`.
+   */
   async #refresh(stale: string): Promise<StoredBotSession> {
     this.#session = await this.#owner.refresh(this.#session.did, stale);
     return this.#session;

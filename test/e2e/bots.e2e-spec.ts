@@ -216,6 +216,23 @@ describe('a bot on an app password', () => {
     await expect(bots.restore(bot.did)).rejects.toMatchObject({ reason: 'not-logged-in' });
   });
 
+  it('an account taken down at the PDS is refused at login with account-takedown', async () => {
+    const other = await pds.createAccount('robotc.test');
+    const manager = pds.pds.ctx.accountManager as unknown as {
+      takedownAccount(did: string, takedown: { applied: boolean; ref?: string }): Promise<void>;
+    };
+    await manager.takedownAccount(other.did, { applied: true, ref: 'e2e' });
+    // By DID: the PDS no longer resolves the handle of a taken-down account.
+    const error = await bots.login(other.did, other.password).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AtProtoBotSessionError);
+    expect(error).toMatchObject({
+      reason: 'account-takedown',
+      pdsError: 'AccountTakedown',
+      did: other.did,
+    });
+    expect(await bots.has(other.did)).toBe(false);
+  });
+
   it('never wrote the passwords or the JWTs to the logs', async () => {
     const logs = t.logs.join('\n');
     expect(logs).not.toContain(appPassword);
