@@ -30,6 +30,13 @@ export { resolveAtProtoOptions } from './options/resolve-at-proto-options.js';
 
 export { AtProtoAuthService } from './oauth/at-proto-auth.service.js';
 export { AppSessionService, type AppSessionInfo } from './session/app-session.service.js';
+export {
+  appSessionView,
+  AtProtoOAuthSessionView,
+  AtProtoSessionView,
+  type AtProtoSessionKind,
+  type AtProtoSessionTimes,
+} from './session/session-view.js';
 export { AtProtoAuthGuard } from './guards/at-proto-auth.guard.js';
 export {
   AtProtoExceptionFilter,
@@ -107,10 +114,13 @@ export {
 export { AtProtoTokenError, type AtProtoTokenErrorCode } from './native/native-token.error.js';
 export type { AtProtoNativeOptions } from './native/native-options.js';
 export {
+  hasSessionInfo,
   isVersionedSessionStore,
   type AppSessionRecord,
   type AppSessionStore,
   type AtProtoKeyValueStore,
+  type AtProtoOAuthSessionInfo,
+  type AtProtoSessionInfoStore,
   type AtProtoSessionStore,
   type AtProtoStateStore,
   type AtProtoStoreOptions,

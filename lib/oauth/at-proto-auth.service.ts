@@ -32,6 +32,7 @@ import {
   isVersionedSessionStore,
 } from '../storage/store.interface.js';
 import { describeError } from '../errors/describe-error.js';
+import { type AtProtoOAuthSessionView, readOAuthSessionView } from '../session/session-view.js';
 import { AT_PROTO_MESSAGES, causeChain, findMappedError } from '../errors/to-http-exception.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
 import { oauthPhase } from './oauth-phase.js';
@@ -315,6 +316,23 @@ export class AtProtoAuthService {
         { cause: error },
       );
     }
+  }
+
+  /**
+   * The user's OAuth session as stored, without restoring it: no session lock, no call to
+   * the OAuth client or the network. Reads the plain columns (issuer, PDS, access-token
+   * expiry, end of retention, write times) in one statement on the primary, without
+   * decrypting the tokens (TypeORM; Redis reads and decrypts the value, one `GET`). Use it
+   * to show or schedule, not to decide that the user may act: only {@link restore} knows
+   * whether the authorization server still honours the session.
+   * @returns the view, or `undefined` when no session is stored (or it is past retention)
+   * @throws AtProtoStoreError for a malformed DID, or when the store cannot be read
+   * @example
+   * const info = await auth.getSessionInfo(did);
+   * if (info?.needsRefresh(Date.now(), 5 * 60_000)) await auth.restore(did, true);
+   */
+  async getSessionInfo(did: string): Promise<AtProtoOAuthSessionView | undefined> {
+    return readOAuthSessionView(this.sessionStore, did, this.options.oauthSessionRetentionMs);
   }
 
   /**

@@ -79,6 +79,49 @@ export function isVersionedSessionStore(
 }
 
 /**
+ * The plain information of a stored OAuth session: what can be read without its secrets.
+ * @publicApi
+ */
+export interface AtProtoOAuthSessionInfo {
+  did: string;
+  /** The authorization server (`iss`). */
+  issuer: string;
+  /** The user's PDS (the token set's `aud`). */
+  pdsUrl: string;
+  /** When the access token expires, or `null` if the server did not say. */
+  accessExpiresAt: Date | null;
+  /** End of retention: the last write plus the store's `ttlMs`. */
+  expiresAt: Date;
+  /** When this DID's session was first stored, if the store keeps it. */
+  createdAt?: Date;
+  /** The last write (a login or a refresh). */
+  updatedAt: Date;
+}
+
+/**
+ * A session store that reads a session's plain information without its secrets (on the
+ * built-in TypeORM store: one statement on the primary that selects no encrypted column).
+ * Optional for your own stores: without it, `AtProtoAuthService.getSessionInfo` reads the
+ * whole session (and decrypts it). The built-in TypeORM, Redis and memory stores implement it.
+ * @publicApi
+ */
+export interface AtProtoSessionInfoStore extends AtProtoSessionStore {
+  /**
+   * The plain information of the session of `did`, or `undefined` (missing, or past its
+   * retention as for `get`). Reads where the last write is visible (the primary).
+   */
+  getInfo(did: string): Promise<AtProtoOAuthSessionInfo | undefined>;
+}
+
+/**
+ * Whether a session store implements {@link AtProtoSessionInfoStore.getInfo}.
+ * @publicApi
+ */
+export function hasSessionInfo(store: AtProtoSessionStore): store is AtProtoSessionInfoStore {
+  return typeof (store as Partial<AtProtoSessionInfoStore>).getInfo === 'function';
+}
+
+/**
  * One app session (a signed-in device) as stored.
  * @publicApi
  */

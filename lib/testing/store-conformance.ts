@@ -4,7 +4,9 @@ import type { NodeSavedSession, NodeSavedState } from '@atproto/oauth-client-nod
 import {
   type AtProtoSessionStore,
   type AtProtoStateStore,
+  type AtProtoSessionInfoStore,
   type AtProtoVersionedSessionStore,
+  hasSessionInfo,
   isVersionedSessionStore,
 } from '../storage/store.interface.js';
 
@@ -54,6 +56,12 @@ export interface StoreConformanceOptions {
    * fails.
    */
   fencedWrites?: boolean;
+  /**
+   * Whether the session store implements `getInfo` of `AtProtoSessionInfoStore`: `true`
+   * runs its cases and fails if it is missing; `false` leaves them out. By default they run
+   * when the store has `getInfo`.
+   */
+  sessionInfo?: boolean;
   /** Test functions; defaults to the global `describe` and `it`. */
   testApi?: ConformanceTestApi;
   /** Per-test timeout in milliseconds, passed to `it`. @default 30000 */
@@ -79,7 +87,10 @@ const TTL_MS = 60_000;
  * session store with fenced writes (see `fencedWrites`): versions grow on every write,
  * `setIfVersion` replaces only the version read and never inserts, `delIfVersion` deletes
  * only the version read, one of concurrent fenced writes of a version wins, and a session
- * deleted and written again does not take back a version of the deleted one.
+ * deleted and written again does not take back a version of the deleted one. For a session
+ * store with `getInfo` (see `sessionInfo`): it returns the plain information of what was
+ * written (issuer, PDS, access expiry, end of retention, write times), and nothing for a
+ * missing, deleted or expired session.
  * @publicApi
  */
 export function defineStoreConformanceTests(options: StoreConformanceOptions): void {
@@ -156,7 +167,105 @@ export function defineStoreConformanceTests(options: StoreConformanceOptions): v
         fencedWriteCases(api, timeout, get, required, () => clock, advance);
       });
     }
+
+    if (options.sessionInfo !== false) {
+      const required = options.sessionInfo === true;
+      api.describe(`${options.name}: OAuth session store getInfo`, () => {
+        sessionInfoCases(api, timeout, get, required, () => clock, advance);
+      });
+    }
   }
+}
+
+function sessionInfoCases(
+  api: ConformanceTestApi,
+  timeout: number,
+  store: () => Promise<AtProtoSessionStore>,
+  required: boolean,
+  clock: () => number,
+  advance: (ms: number) => void,
+): void {
+  /** The store, or undefined when it has no getInfo and it is not required. */
+  const withInfo = async (): Promise<AtProtoSessionInfoStore | undefined> => {
+    const s = await store();
+    if (hasSessionInfo(s)) return s;
+    assert.ok(!required, 'the session store must implement getInfo');
+    return undefined;
+  };
+
+  api.it(
+    'getInfo: the plain information of what was written; undefined when missing',
+    async () => {
+      const s = await withInfo();
+      if (!s) return;
+      const k = did();
+      assert.equal(await s.getInfo(k), undefined);
+      const firstAt = clock();
+      await s.set(k, sessionValue(k, 0));
+      advance(1000);
+      const value = sessionValue(k, 1);
+      const writtenAt = clock();
+      await s.set(k, value);
+      const info = await s.getInfo(k);
+      assert.ok(info, 'getInfo finds the session');
+      const { createdAt, ...rest } = info;
+      assert.deepEqual(rest, {
+        did: k,
+        issuer: value.tokenSet.iss,
+        pdsUrl: value.tokenSet.aud,
+        accessExpiresAt: new Date(value.tokenSet.expires_at!),
+        expiresAt: new Date(writtenAt + TTL_MS),
+        updatedAt: new Date(writtenAt),
+      });
+      if (createdAt !== undefined) {
+        assert.deepEqual(createdAt, new Date(firstAt), 'createdAt is the first write');
+      }
+    },
+    timeout,
+  );
+
+  api.it(
+    'getInfo: a null access expiry when the token set has none',
+    async () => {
+      const s = await withInfo();
+      if (!s) return;
+      const k = did();
+      const { expires_at: _, ...tokenSet } = sessionValue(k, 0).tokenSet;
+      await s.set(k, { ...sessionValue(k, 0), tokenSet } as NodeSavedSession);
+      assert.equal((await s.getInfo(k))?.accessExpiresAt, null);
+    },
+    timeout,
+  );
+
+  api.it(
+    'getInfo: undefined once the session is deleted or past its retention',
+    async () => {
+      const s = await withInfo();
+      if (!s) return;
+      const deleted = did();
+      await s.set(deleted, sessionValue(deleted, 0));
+      await s.del(deleted);
+      assert.equal(await s.getInfo(deleted), undefined);
+
+      const expired = did();
+      await s.set(expired, sessionValue(expired, 0));
+      advance(TTL_MS - 1000);
+      assert.ok(await s.getInfo(expired), 'still there before the TTL');
+      advance(2000);
+      assert.equal(await s.getInfo(expired), undefined, 'gone after the TTL, as for get');
+    },
+    timeout,
+  );
+
+  api.it(
+    'getInfo rejects a malformed DID',
+    async () => {
+      const s = await withInfo();
+      if (!s) return;
+      await assert.rejects(() => s.getInfo('not-a-did'), /DID/);
+    },
+    timeout,
+  );
 }
 
 function fencedWriteCases(

@@ -18,6 +18,7 @@ defineStoreConformanceTests({
   createStateStore: (ctx) => new MemoryStateStore(ctx),
   createSessionStore: (ctx) => new MemorySessionStore(ctx),
   fencedWrites: true,
+  sessionInfo: true,
 });
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -48,6 +49,7 @@ for (const dialect of DIALECTS) {
     createStateStore: async (ctx) => new TypeOrmStateStore(await dataSource(), ctx),
     createSessionStore: async (ctx) => new TypeOrmSessionStore(await dataSource(), ctx),
     fencedWrites: true,
+    sessionInfo: true,
   });
 }
 

@@ -58,6 +58,7 @@ defineStoreConformanceTests({
   createSessionStore: (ctx) =>
     new RedisSessionStore(shared, { ...ctx, keyPrefix: `${PREFIX}conf:` }),
   fencedWrites: true,
+  sessionInfo: true,
 });
 
 describe('Redis stores at rest', () => {

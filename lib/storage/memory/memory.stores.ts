@@ -4,6 +4,8 @@ import type {
   AppSessionRecord,
   AppSessionStore,
   AtProtoKeyValueStore,
+  AtProtoOAuthSessionInfo,
+  AtProtoSessionInfoStore,
   AtProtoStoreOptions,
   AtProtoVersionedSessionStore,
   VersionedSession,
@@ -21,7 +23,7 @@ import { revokedAfter } from './memory-api-key.store.js';
 class MemoryKeyValueStore<V> implements AtProtoKeyValueStore<V> {
   readonly #entries = new Map<
     string,
-    { json: string; expiresAt: number; version: number; updatedAt: number }
+    { json: string; expiresAt: number; version: number; createdAt: number; updatedAt: number }
   >();
   readonly #now: () => number;
 
@@ -40,12 +42,26 @@ class MemoryKeyValueStore<V> implements AtProtoKeyValueStore<V> {
   protected async readVersioned(
     key: string,
   ): Promise<{ value: V; version: number; updatedAt: Date } | undefined> {
+    const read = this.readEntry(key);
+    return read && { value: read.value, version: read.version, updatedAt: read.updatedAt };
+  }
+
+  /** The value with its version, expiry and write times, or `undefined`. */
+  protected readEntry(
+    key: string,
+  ): { value: V; version: number; expiresAt: Date; createdAt: Date; updatedAt: Date } | undefined {
     this.validate(key);
     const entry = this.#live(key);
     if (!entry) return undefined;
     const value = JSON.parse(entry.json) as V;
     this.validate(key, value);
-    return { value, version: entry.version, updatedAt: new Date(entry.updatedAt) };
+    return {
+      value,
+      version: entry.version,
+      expiresAt: new Date(entry.expiresAt),
+      createdAt: new Date(entry.createdAt),
+      updatedAt: new Date(entry.updatedAt),
+    };
   }
 
   async set(key: string, value: V): Promise<void> {
@@ -102,6 +118,7 @@ class MemoryKeyValueStore<V> implements AtProtoKeyValueStore<V> {
       json: JSON.stringify(value),
       expiresAt: now + this.options.ttlMs,
       version,
+      createdAt: current?.createdAt ?? now,
       updatedAt: now,
     });
     return version;
@@ -132,12 +149,13 @@ export class MemoryStateStore extends MemoryKeyValueStore<NodeSavedState> {
 
 /**
  * In-memory OAuth session store (tests, development, a single instance), with the fenced
- * writes of {@link AtProtoVersionedSessionStore}.
+ * writes of {@link AtProtoVersionedSessionStore} and the `getInfo` of
+ * {@link AtProtoSessionInfoStore}.
  * @publicApi
  */
 export class MemorySessionStore
   extends MemoryKeyValueStore<NodeSavedSession>
-  implements AtProtoVersionedSessionStore
+  implements AtProtoVersionedSessionStore, AtProtoSessionInfoStore
 {
   constructor(options: AtProtoStoreOptions) {
     super(options, (did, value) => {
@@ -156,6 +174,21 @@ export class MemorySessionStore
 
   delIfVersion(did: string, version: number): Promise<boolean> {
     return this.deleteIfVersion(did, version);
+  }
+
+  async getInfo(did: string): Promise<AtProtoOAuthSessionInfo | undefined> {
+    const read = this.readEntry(did);
+    if (!read) return undefined;
+    const { tokenSet } = read.value;
+    return {
+      did,
+      issuer: tokenSet.iss,
+      pdsUrl: tokenSet.aud,
+      accessExpiresAt: tokenSet.expires_at ? new Date(tokenSet.expires_at) : null,
+      expiresAt: read.expiresAt,
+      createdAt: read.createdAt,
+      updatedAt: read.updatedAt,
+    };
   }
 }
 

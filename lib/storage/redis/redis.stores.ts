@@ -18,6 +18,8 @@ import { AtProtoStoreError } from '../../errors/at-proto-store.error.js';
 import { assertSessionVersion, firstSessionVersion } from '../session-version.js';
 import type {
   AtProtoKeyValueStore,
+  AtProtoOAuthSessionInfo,
+  AtProtoSessionInfoStore,
   AtProtoStateStore,
   AtProtoStoreOptions,
   AtProtoVersionedSessionStore,
@@ -275,13 +277,14 @@ return 1
  * failures, because the OAuth client revokes a session it cannot persist. Writes run as
  * Lua scripts (EVAL) that keep the version beside the sealed value, so the client needs
  * `eval` ({@link RedisScriptingClient}); the fenced writes of
- * {@link AtProtoVersionedSessionStore} compare it atomically.
+ * {@link AtProtoVersionedSessionStore} compare it atomically. `getInfo` is one `GET` and
+ * one decryption: the access-token expiry, issuer and PDS are inside the sealed value.
  *
  * @example
  * new RedisSessionStore(redis, { ttlMs: 90 * 24 * 3_600_000, keyPrefix: 'myapp:atproto:' })
  * @publicApi
  */
-export class RedisSessionStore implements AtProtoVersionedSessionStore {
+export class RedisSessionStore implements AtProtoVersionedSessionStore, AtProtoSessionInfoStore {
   readonly #redis: RedisScriptingClient;
   readonly #options: RedisStoreOptions;
   readonly #now: () => number;
@@ -305,6 +308,32 @@ export class RedisSessionStore implements AtProtoVersionedSessionStore {
   }
 
   async getVersioned(did: string): Promise<VersionedSession | undefined> {
+    const read = await this.#read(did);
+    return read && { value: read.value, version: read.version, updatedAt: read.updatedAt };
+  }
+
+  async getInfo(did: string): Promise<AtProtoOAuthSessionInfo | undefined> {
+    // The clear header holds the write time and the end of retention, but not the access
+    // expiry: that needs the sealed value, so this is a full read (one GET, one decryption).
+    const read = await this.#read(did);
+    if (!read) return undefined;
+    const { tokenSet } = read.value;
+    return {
+      did,
+      issuer: tokenSet.iss,
+      pdsUrl: tokenSet.aud,
+      accessExpiresAt: tokenSet.expires_at ? new Date(tokenSet.expires_at) : null,
+      expiresAt: read.expiresAt,
+      updatedAt: read.updatedAt,
+    };
+  }
+
+  /** The session of `did` with its version, write time and end of retention, or undefined. */
+  async #read(
+    did: string,
+  ): Promise<
+    { value: NodeSavedSession; version: number; updatedAt: Date; expiresAt: Date } | undefined
+  > {
     assertValidDid(did);
     const redisKey = this.#prefix + did;
     const stored = await withTransientRetry(
@@ -323,6 +352,7 @@ export class RedisSessionStore implements AtProtoVersionedSessionStore {
       // A 0.1.0 value has no write time: its expiry less the retention is that write time
       // as long as the retention has not been changed since.
       updatedAt: new Date(updatedAt ?? payload.e - Math.ceil(this.#options.ttlMs)),
+      expiresAt: new Date(payload.e),
     };
   }
 

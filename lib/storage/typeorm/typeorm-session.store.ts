@@ -1,13 +1,32 @@
 import type { NodeSavedSession } from '@atproto/oauth-client-node';
-import { type DataSource, type Repository } from 'typeorm';
+import { type DataSource, type EntityMetadata, type Repository } from 'typeorm';
 import { AtProtoOAuthSessionEntity } from '../entities/oauth-session.entity.js';
-import type { AtProtoVersionedSessionStore, VersionedSession } from '../store.interface.js';
+import type {
+  AtProtoOAuthSessionInfo,
+  AtProtoSessionInfoStore,
+  AtProtoVersionedSessionStore,
+  VersionedSession,
+} from '../store.interface.js';
 import { assertSessionVersion, firstSessionVersion } from '../session-version.js';
 import { withTransientRetry } from '../transient-retry.js';
 import { assertSessionBelongsTo, assertValidDid } from '../validation.js';
+import { onPrimary } from './primary.js';
 import { PrimaryKeyRead } from './primary-key-read.js';
 import type { TypeOrmStoreOptions } from './typeorm-state.store.js';
 import { upsertRow } from './upsert.js';
+
+type ColumnMetadata = EntityMetadata['columns'][number];
+
+/** The plain columns `getInfo` reads: never `token_set` nor `dpop_key`. */
+const INFO_COLUMNS = [
+  'did',
+  'issuer',
+  'pdsUrl',
+  'accessExpiresAt',
+  'expiresAt',
+  'createdAt',
+  'updatedAt',
+] as const satisfies ReadonlyArray<keyof AtProtoOAuthSessionEntity>;
 
 /**
  * OAuth session store on TypeORM: one row per DID, the token set and the DPoP key in
@@ -16,17 +35,20 @@ import { upsertRow } from './upsert.js';
  * the OAuth client revokes a session it cannot persist. Every write increments the row's
  * `version`, which the fenced writes (`setIfVersion`, `delIfVersion`) compare against.
  * Reads go to the primary (see `onPrimary`): a replica may still hold the refresh token a
- * refresh has just rotated.
+ * refresh has just rotated. `getInfo` reads the plain columns only, without decrypting.
  * @publicApi
  */
-export class TypeOrmSessionStore implements AtProtoVersionedSessionStore {
+export class TypeOrmSessionStore implements AtProtoVersionedSessionStore, AtProtoSessionInfoStore {
   readonly #repo: Repository<AtProtoOAuthSessionEntity>;
   readonly #options: TypeOrmStoreOptions;
   readonly #now: () => number;
   readonly #q: (column: string) => string;
   readonly #byDid: PrimaryKeyRead<AtProtoOAuthSessionEntity>;
+  readonly #dataSource: DataSource;
+  #infoStatement: { sql: string; columns: readonly ColumnMetadata[] } | undefined;
 
   constructor(dataSource: DataSource, options: TypeOrmStoreOptions) {
+    this.#dataSource = dataSource;
     this.#repo = dataSource.getRepository(AtProtoOAuthSessionEntity);
     this.#options = options;
     this.#now = options.now ?? Date.now;
@@ -57,6 +79,30 @@ export class TypeOrmSessionStore implements AtProtoVersionedSessionStore {
       version: Number(row.version),
       updatedAt: row.updatedAt,
     };
+  }
+
+  /**
+   * The plain columns of the session of `did`, by one statement on the primary that selects
+   * no encrypted column, so nothing is decrypted (and the key ring is not needed).
+   */
+  async getInfo(did: string): Promise<AtProtoOAuthSessionInfo | undefined> {
+    assertValidDid(did);
+    const { sql, columns } = (this.#infoStatement ??= this.#buildInfoStatement());
+    const rows = await withTransientRetry(
+      'Reading an OAuth session',
+      () => onPrimary(this.#dataSource, (m) => m.query<Array<Record<string, unknown>>>(sql, [did])),
+      this.#options.retry,
+    );
+    const row = rows[0];
+    if (row === undefined) return undefined;
+    // The driver's own hydration, as PrimaryKeyRead does: bigint instants through epochMillis.
+    const driver = this.#dataSource.driver;
+    const value = (c: ColumnMetadata) => driver.prepareHydratedValue(row[c.propertyName], c);
+    const info = Object.fromEntries(columns.map((c) => [c.propertyName, value(c)])) as Pick<
+      AtProtoOAuthSessionEntity,
+      (typeof INFO_COLUMNS)[number]
+    >;
+    return info.expiresAt.getTime() <= this.#now() ? undefined : info;
   }
 
   async set(did: string, value: NodeSavedSession): Promise<void> {
@@ -165,6 +211,23 @@ export class TypeOrmSessionStore implements AtProtoVersionedSessionStore {
       expiresAt: new Date(now + this.#options.ttlMs),
       updatedAt: new Date(now),
     };
+  }
+
+  /** `SELECT <INFO_COLUMNS> FROM atproto_oauth_session WHERE did = ?`, built on first use. */
+  #buildInfoStatement(): { sql: string; columns: readonly ColumnMetadata[] } {
+    const metadata = this.#dataSource.getMetadata(AtProtoOAuthSessionEntity);
+    const columns = INFO_COLUMNS.map((p) => metadata.findColumnWithPropertyName(p)!);
+    const column = (c: ColumnMetadata) => `${this.#q('s')}.${this.#q(c.databaseName)}`;
+    const [first, ...rest] = columns;
+    const qb = this.#dataSource
+      .createQueryBuilder()
+      .from(AtProtoOAuthSessionEntity, 's')
+      .select(column(first!), first!.propertyName);
+    for (const c of rest) qb.addSelect(column(c), c.propertyName);
+    const [sql] = qb
+      .where(`${column(metadata.findColumnWithPropertyName('did')!)} = :did`, { did: '' })
+      .getQueryAndParameters();
+    return { sql, columns };
   }
 
   /**
