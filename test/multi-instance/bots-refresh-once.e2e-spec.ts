@@ -94,8 +94,10 @@ function countSessionCalls(server: Server): void {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'atp-mi-bots-'));
-  let main: string;
-  [main, pds, redis] = await Promise.all([buildSample(dir), startTestPds(), OwnRedis.start()]);
+  // One after the other, so that afterAll stops whatever started if a later step fails.
+  const main = await buildSample(dir);
+  pds = await startTestPds();
+  redis = await OwnRedis.start();
   countSessionCalls(pds.pds.server as Server);
   const db = await createTestDatabase('postgres', 'mi_bots');
   dropDb = db.drop;
