@@ -188,14 +188,14 @@ export class TypeOrmBotSessionStore implements BotSessionStore {
   async delIfVersion(did: string, version: number): Promise<boolean> {
     assertValidDid(did);
     assertSessionVersion(version);
-    let attempt = 0;
     return withTransientRetry(
       'Deleting a bot session',
       async () => {
-        attempt++;
         const result = await this.#repo.delete({ did, version });
         if ((result.affected ?? 0) > 0) return true;
-        if (attempt === 1) return (await this.#read(did)) === null;
+        // Nothing deleted: if the row is gone (deleted by another holder, or by a first
+        // attempt whose answer was lost), no newer session was removed; a row that is there
+        // is a newer write, which must stay.
         return (await this.#read(did)) === null;
       },
       this.#retry,

@@ -8,7 +8,7 @@
  */
 import type { RequestListener, Server } from 'node:http';
 import { Agent, AtpAgent } from '@atproto/api';
-import { decodeJwt } from 'jose';
+import { decodeJwt, SignJWT } from 'jose';
 import type { DataSource } from 'typeorm';
 import {
   AtProtoBotSessionError,
@@ -17,6 +17,7 @@ import {
   AtProtoServiceAuthService,
   type AtProtoEvent,
 } from 'nestjs-atproto-auth';
+import { TypeOrmBotSessionStore } from '../../lib/bots/bot-session.store.js';
 import { createTestDatabase } from '../support/databases.js';
 import { startTestPds, type TestAccount, type TestPds } from './support/pds.js';
 import { startTestApp, type TestApp } from './support/test-app.js';
@@ -150,6 +151,43 @@ describe('a bot on an app password', () => {
     expect(events).toEqual([{ type: 'bot-session-refreshed', did: bot.did }]);
     const [row] = await rows(t.dataSource);
     expect(Number(row!.access_expires_at)).toBeGreaterThan(Date.now() + 60_000);
+  });
+
+  it('an access JWT the PDS answers ExpiredToken to is refreshed once and the call sent again', async () => {
+    // An access JWT that the PDS itself signed but that has expired, stored as if it had an
+    // hour left: only the PDS's answer can tell the session it must refresh.
+    const manager = pds.pds.ctx.accountManager as unknown as {
+      jwtKey: Parameters<SignJWT['sign']>[0];
+      serviceDid: string;
+    };
+    const expired = await new SignJWT({ scope: 'com.atproto.appPass' })
+      .setProtectedHeader({ typ: 'at+jwt', alg: 'HS256' })
+      .setAudience(manager.serviceDid)
+      .setSubject(bot.did)
+      .setIssuedAt(Math.floor(Date.now() / 1000) - 7200)
+      .setExpirationTime(Math.floor(Date.now() / 1000) - 60)
+      .sign(manager.jwtKey);
+    const store = new TypeOrmBotSessionStore(t.dataSource);
+    const current = (await store.get(bot.did))!;
+    await store.setIfVersion(
+      { ...current.value, accessJwt: expired, accessExpiresAt: Date.now() + 3_600_000 },
+      current.version,
+    );
+    calls.length = 0;
+
+    const agent = new Agent(await bots.restore(bot.did));
+    const created = await agent.com.atproto.repo.createRecord({
+      repo: bot.did,
+      collection: 'app.bsky.feed.post',
+      record: {
+        $type: 'app.bsky.feed.post',
+        text: 'after a refresh',
+        createdAt: new Date().toISOString(),
+      },
+    });
+    expect(created.data.uri).toContain(bot.did);
+    expect(calls).toEqual(['com.atproto.server.refreshSession 200']);
+    expect((await store.get(bot.did))!.value.accessJwt).not.toBe(expired);
   });
 
   it('mints service-auth tokens through the bot session (it has no OAuth session)', async () => {

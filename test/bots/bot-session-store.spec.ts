@@ -1,0 +1,113 @@
+/**
+ * The bot-session stores (TypeORM on SQLite, PostgreSQL and MariaDB, and memory): a session
+ * comes back as written, the JWTs are ciphertext at rest, and writes are fenced by version
+ * (a holder that read an older version can neither overwrite nor delete a newer session,
+ * and a deleted session is not re-created by a late write).
+ */
+import { DataSource } from 'typeorm';
+import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
+import {
+  type BotSessionStore,
+  MemoryBotSessionStore,
+  type StoredBotSession,
+  TypeOrmBotSessionStore,
+} from '../../lib/bots/bot-session.store.js';
+import { createTestDatabase, DIALECTS } from '../support/databases.js';
+import { installTestKeyRing } from '../support/key-ring.js';
+import { randomDid } from '../support/raw-sql.js';
+
+installTestKeyRing();
+
+function session(did: string, n: number): StoredBotSession {
+  return {
+    did,
+    handle: 'robot.example.com',
+    pdsUrl: 'https://pds.example.com',
+    accessJwt: `eyJhbGciOiJIUzI1NiJ9.access-${n}.sig`,
+    refreshJwt: `eyJhbGciOiJIUzI1NiJ9.refresh-${n}.sig`,
+    accessExpiresAt: Date.now() + 7_200_000,
+    expiresAt: Date.now() + 90 * 86_400_000,
+  };
+}
+
+function fencing(makeStore: () => BotSessionStore) {
+  let store: BotSessionStore;
+  beforeAll(() => {
+    store = makeStore();
+  });
+
+  it('gives back what was written, at a version', async () => {
+    const did = randomDid();
+    const written = session(did, 1);
+    await store.set(written);
+    const read = await store.get(did);
+    expect(read?.value).toEqual(written);
+    expect(Number.isSafeInteger(read?.version)).toBe(true);
+  });
+
+  it('a write at the version read applies once; a second one at that version is fenced out', async () => {
+    const did = randomDid();
+    await store.set(session(did, 1));
+    const { version } = (await store.get(did))!;
+    expect(await store.setIfVersion(session(did, 2), version)).toBe(version + 1);
+    expect(await store.setIfVersion(session(did, 3), version)).toBeUndefined();
+    expect((await store.get(did))?.value.refreshJwt).toBe(session(did, 2).refreshJwt);
+  });
+
+  it('a delete at an old version keeps the newer session; at the current one it deletes', async () => {
+    const did = randomDid();
+    await store.set(session(did, 1));
+    const old = (await store.get(did))!.version;
+    await store.setIfVersion(session(did, 2), old);
+    expect(await store.delIfVersion(did, old)).toBe(false);
+    expect(await store.get(did)).toBeDefined();
+    expect(await store.delIfVersion(did, old + 1)).toBe(true);
+    expect(await store.get(did)).toBeUndefined();
+    // A late write by a holder that read the deleted session does not bring it back.
+    expect(await store.setIfVersion(session(did, 3), old + 1)).toBeUndefined();
+    expect(await store.get(did)).toBeUndefined();
+  });
+
+  it('a session whose refresh JWT has expired is not handed out', async () => {
+    const did = randomDid();
+    await store.set({ ...session(did, 1), expiresAt: Date.now() - 1 });
+    expect(await store.get(did)).toBeUndefined();
+  });
+}
+
+describe('memory bot-session store', () => {
+  fencing(() => new MemoryBotSessionStore());
+});
+
+describe.each(DIALECTS)('TypeORM bot-session store on %s', (dialect) => {
+  let ds: DataSource;
+  let drop: () => Promise<void>;
+  beforeAll(async () => {
+    const db = await createTestDatabase(dialect, 'bot_store');
+    drop = db.drop;
+    ds = new DataSource({
+      ...db.options,
+      entities: [...atProtoEntities],
+      migrations: atProtoMigrations(),
+      migrationsRun: true,
+    });
+    await ds.initialize();
+  });
+  afterAll(async () => {
+    await ds?.destroy();
+    await drop?.();
+  });
+
+  fencing(() => new TypeOrmBotSessionStore(ds));
+
+  it('stores the JWTs as ciphertext only', async () => {
+    const did = randomDid();
+    await new TypeOrmBotSessionStore(ds).set(session(did, 7));
+    const rows: unknown[] = await ds.query('SELECT * FROM atproto_bot_session');
+    const raw = JSON.stringify(rows);
+    expect(raw).toContain(did);
+    expect(raw).not.toContain('access-7');
+    expect(raw).not.toContain('refresh-7');
+    expect(raw).not.toContain('eyJ');
+  });
+});
