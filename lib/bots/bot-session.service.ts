@@ -138,9 +138,7 @@ export class AtProtoBotSessionService {
    */
   async restore(did: string): Promise<AtProtoBotSession> {
     const current = await this.store.get(did);
-    if (!current) {
-      throw new AtProtoBotSessionError('not-logged-in', REASON_MESSAGES['not-logged-in'], { did });
-    }
+    if (!current) throw await this.#notLoggedIn(did);
     return new AtProtoBotSession(this.#owner, current.value);
   }
 
@@ -176,6 +174,22 @@ export class AtProtoBotSessionService {
     if (ended) this.events.emit({ type: 'bot-session-ended', did, reason: 'logout' });
   }
 
+  /**
+   * The error for a DID without a session. A session whose refresh JWT has expired (90 days
+   * on the reference PDS) is deleted here, and its end reported once.
+   */
+  async #notLoggedIn(did: string): Promise<AtProtoBotSessionError> {
+    const expired = await this.store.deleteExpired(did).catch((error: unknown) => {
+      this.#logger.warn(`Deleting an expired bot session failed: ${describeError(error)}`);
+      return false;
+    });
+    if (expired) {
+      // Outside the lock's work: subscribers may call this service again.
+      queueMicrotask(() => this.events.emit({ type: 'bot-session-ended', did, reason: 'expired' }));
+    }
+    return new AtProtoBotSessionError('not-logged-in', REASON_MESSAGES['not-logged-in'], { did });
+  }
+
   /** Whether a stored session can be handed out instead of logging in again. */
   #reusable(session: StoredBotSession, pdsUrl: string): boolean {
     // An account that moved to another PDS needs a login there.
@@ -195,11 +209,7 @@ export class AtProtoBotSessionService {
       return await this.lock.run(botLockName(did), async (lease) => {
         // Inside the lock, from the store's primary: never from a cache.
         const current = await this.store.get(did);
-        if (!current) {
-          throw new AtProtoBotSessionError('not-logged-in', REASON_MESSAGES['not-logged-in'], {
-            did,
-          });
-        }
+        if (!current) throw await this.#notLoggedIn(did);
         if (stale !== undefined && current.value.refreshJwt !== stale) return current.value;
         // The refresh JWT is single-use: if the lock could expire before the answer, another
         // instance could present it again and be refused. Do not send it.

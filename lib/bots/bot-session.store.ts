@@ -43,6 +43,11 @@ export interface BotSessionStore {
   setIfVersion(value: StoredBotSession, version: number): Promise<number | undefined>;
   /** Deletes the session at `version`; false when fenced out (a newer one is kept). */
   delIfVersion(did: string, version: number): Promise<boolean>;
+  /**
+   * Deletes the session of `did` if its refresh JWT has expired; whether one was deleted
+   * (so that its end is reported once).
+   */
+  deleteExpired(did: string): Promise<boolean>;
 }
 
 /** Bot sessions in memory (`storage: 'memory'`): one process, lost on restart. @internal */
@@ -56,11 +61,7 @@ export class MemoryBotSessionStore implements BotSessionStore {
 
   async get(did: string): Promise<VersionedBotSession | undefined> {
     const row = this.#rows.get(did);
-    if (row && row.value.expiresAt <= this.#now()) {
-      this.#rows.delete(did);
-      return undefined;
-    }
-    return row;
+    return row && row.value.expiresAt > this.#now() ? row : undefined;
   }
 
   async set(value: StoredBotSession): Promise<void> {
@@ -76,6 +77,12 @@ export class MemoryBotSessionStore implements BotSessionStore {
     if (row?.version !== version) return undefined;
     this.#rows.set(value.did, { value, version: version + 1 });
     return version + 1;
+  }
+
+  async deleteExpired(did: string): Promise<boolean> {
+    const row = this.#rows.get(did);
+    if (!row || row.value.expiresAt > this.#now()) return false;
+    return this.#rows.delete(did);
   }
 
   async delIfVersion(did: string, version: number): Promise<boolean> {
@@ -200,6 +207,23 @@ export class TypeOrmBotSessionStore implements BotSessionStore {
       },
       this.#retry,
     );
+  }
+
+  async deleteExpired(did: string): Promise<boolean> {
+    assertValidDid(did);
+    const now = this.#now();
+    const result = await withTransientRetry(
+      'Deleting an expired bot session',
+      () =>
+        this.#repo
+          .createQueryBuilder()
+          .delete()
+          .where({ did })
+          .andWhere(`${this.#q('expires_at')} <= :now`, { now })
+          .execute(),
+      this.#retry,
+    );
+    return (result.affected ?? 0) > 0;
   }
 
   /** `version = version + 1`, as raw SQL for the query builder. */

@@ -72,6 +72,13 @@ function fencing(makeStore: () => BotSessionStore) {
     const did = randomDid();
     await store.set({ ...session(did, 1), expiresAt: Date.now() - 1 });
     expect(await store.get(did)).toBeUndefined();
+    // deleteExpired removes it once (its end is reported once), and never a live one.
+    expect(await store.deleteExpired(did)).toBe(true);
+    expect(await store.deleteExpired(did)).toBe(false);
+    const live = randomDid();
+    await store.set(session(live, 1));
+    expect(await store.deleteExpired(live)).toBe(false);
+    expect(await store.get(live)).toBeDefined();
   });
 }
 

@@ -271,6 +271,19 @@ describe('a bot on an app password', () => {
     expect(await bots.has(other.did)).toBe(false);
   });
 
+  it('a session whose refresh JWT has expired ends on its next use: not-logged-in, event, row deleted', async () => {
+    await bots.login(bot.handle, await newAppPassword('nest-bot-2'));
+    await t.dataSource.query(
+      'UPDATE "atproto_bot_session" SET "expires_at" = $1 WHERE "did" = $2',
+      [Date.now() - 1000, bot.did],
+    );
+    events.length = 0;
+    await expect(bots.restore(bot.did)).rejects.toMatchObject({ reason: 'not-logged-in' });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(events).toEqual([{ type: 'bot-session-ended', did: bot.did, reason: 'expired' }]);
+    expect(await rows(t.dataSource)).toEqual([]);
+  });
+
   it('never wrote the passwords or the JWTs to the logs', async () => {
     const logs = t.logs.join('\n');
     expect(logs).not.toContain(appPassword);
