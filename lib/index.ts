@@ -89,6 +89,7 @@ export {
 export { atProtoMigrations, AtProtoInit1763800000000 } from './storage/migrations/index.js';
 export { AtProtoApiKeys1795857400000 } from './storage/migrations/1795857400000-at-proto-api-keys.js';
 export { AtProtoNative1795857600000 } from './storage/migrations/1795857600000-at-proto-native.js';
+export { AtProtoBotSessions1795857900000 } from './storage/migrations/1795857900000-at-proto-bot-sessions.js';
 export { AtProtoApiKeyEntity } from './storage/entities/api-key.entity.js';
 export { AtProtoNativeCodeEntity } from './storage/entities/native-code.entity.js';
 export { AtProtoNativeRefreshFamilyEntity } from './storage/entities/native-refresh-family.entity.js';
