@@ -13,6 +13,7 @@ import type { AtProtoApiKeyStore } from '../api-keys/api-key.store.js';
 import { describeError } from '../errors/describe-error.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import type { RedisClientLike } from '../redis/redis-lock.factory.js';
+import { closeRedisClient, type ClosableRedis } from '../redis/redis-shutdown.js';
 import type { AppSessionStore } from '../storage/store.interface.js';
 import {
   decodeInvalidation,
@@ -204,7 +205,10 @@ export class AtProtoCacheInvalidation implements CacheTrust, OnModuleInit, OnApp
     for (const timer of this.#timers) clearInterval(timer);
     const subscriber = this.#subscriber;
     this.#subscriber = undefined;
-    await subscriber?.quit().catch(() => subscriber.disconnect());
+    // Bounded: this connection has no command timeout, so a stalled Redis would leave QUIT
+    // unanswered for ever. It is the ioredis client createSubscriberConnection made
+    // (SubscriberLike names only what the channel uses).
+    if (subscriber) await closeRedisClient(subscriber as unknown as ClosableRedis);
   }
 
   /**

@@ -10,6 +10,7 @@ import {
 import { describeError } from '../errors/describe-error.js';
 import type { RedisCommandClient } from '../storage/redis/redis-client.js';
 import { loadOptional } from './optional-dependency.js';
+import type { ClosableRedis } from './redis-shutdown.js';
 
 /**
  * The `commandTimeout` of the lock connection (1.5 s): a command Redis has not answered by
@@ -20,13 +21,13 @@ import { loadOptional } from './optional-dependency.js';
  */
 export const LOCK_COMMAND_TIMEOUT_MS = DEFAULT_LOCK_COMMAND_TIMEOUT_MS;
 
-/** The ioredis client shape this module uses. @internal */
-export interface RedisClientLike extends RedisCommandClient, RedisEvalClient {
+/** The ioredis client shape this module uses (closed with `closeRedisClient`). @internal */
+export interface RedisClientLike extends RedisCommandClient, RedisEvalClient, ClosableRedis {
   readonly status: string;
   quit(): Promise<unknown>;
   disconnect(): void;
   on(event: 'error', listener: (error: unknown) => void): unknown;
-  once(event: 'ready' | 'error', listener: (arg?: unknown) => void): unknown;
+  once(event: 'ready' | 'error' | 'end', listener: (arg?: unknown) => void): unknown;
 }
 
 type RedisConstructor = new (url: string, options: Record<string, unknown>) => RedisClientLike;

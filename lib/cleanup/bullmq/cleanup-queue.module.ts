@@ -3,6 +3,7 @@ import { AtProtoConfigError } from '../../errors/at-proto-config.error.js';
 // it is the one place that imports @nestjs/bullmq and bullmq, which are optional peers.
 import { BullModule, InjectQueue, Processor, WorkerHost } from '@nestjs/bullmq';
 import {
+  type BeforeApplicationShutdown,
   type DynamicModule,
   Inject,
   Injectable,
@@ -10,12 +11,19 @@ import {
   Module,
   type OnApplicationBootstrap,
 } from '@nestjs/common';
-import type { Queue } from 'bullmq';
+import type { Queue, Worker } from 'bullmq';
 import { AT_PROTO_OPTIONS } from '../../at-proto.constants.js';
 import type { ResolvedAtProtoOptions } from '../../options/resolved-options.js';
 import { AtProtoCleanupService } from '../at-proto-cleanup.service.js';
 import type { CleanupResult } from '../cleanup.interface.js';
 import { AT_PROTO_CLEANUP_QUEUE } from '../../at-proto.internal-constants.js';
+import {
+  type ClosableRedis,
+  closeRedisClient,
+  REDIS_SHUTDOWN_STEP_MS,
+  settlesWithin,
+  stopReconnecting,
+} from '../../redis/redis-shutdown.js';
 
 export { AT_PROTO_CLEANUP_QUEUE };
 /** Id of its job scheduler (one per queue, shared by every instance). @internal */
@@ -50,12 +58,127 @@ export function bullConnection(redisUrl: string): Record<string, unknown> {
  */
 @Processor({ name: AT_PROTO_CLEANUP_QUEUE, configKey: CONFIG_KEY })
 export class AtProtoCleanupProcessor extends WorkerHost {
+  /** The run of the job under way, waited for at shutdown. */
+  #current: Promise<unknown> | undefined;
+
   constructor(private readonly cleanup: AtProtoCleanupService) {
     super();
   }
 
   async process(): Promise<CleanupResult> {
-    return this.cleanup.runOnce();
+    const run = this.cleanup.runOnce();
+    this.#current = run;
+    try {
+      return await run;
+    } finally {
+      if (this.#current === run) this.#current = undefined;
+    }
+  }
+
+  /** Whether this worker is running a job. @internal */
+  get busy(): boolean {
+    return this.#current !== undefined;
+  }
+
+  /** Resolves once the job this worker is running, if any, has run (never rejects). @internal */
+  async idle(): Promise<void> {
+    await this.#current?.catch(() => undefined);
+  }
+}
+
+/**
+ * The worker's (or queue's) ioredis clients, as BullMQ 6 exposes them (its backend's
+ * `client` and `blockingClient`) or BullMQ 5 holds them (`client`, and the worker's
+ * `blockingConnection`). Each is a promise of BullMQ's that waits for the first
+ * connection, so each is given one step; one not known by then is left to BullMQ.
+ */
+async function bullClients(owner: Worker | Queue): Promise<ClosableRedis[]> {
+  interface Held {
+    client?: Promise<unknown>;
+    blockingClient?: Promise<unknown>;
+    blockingConnection?: { client?: Promise<unknown> };
+  }
+  const holder = owner as unknown as Held & { getBackend?: () => Held };
+  const held = typeof holder.getBackend === 'function' ? holder.getBackend() : holder;
+  const pending = [held.client, held.blockingClient ?? holder.blockingConnection?.client];
+  const clients: ClosableRedis[] = [];
+  for (const promise of pending) {
+    let client: unknown;
+    if (promise)
+      await settlesWithin(
+        promise.then((c) => (client = c)),
+        REDIS_SHUTDOWN_STEP_MS,
+      );
+    if (isClosable(client)) clients.push(client);
+  }
+  return clients;
+}
+
+function isClosable(client: unknown): client is ClosableRedis {
+  const c = client as Partial<Record<keyof ClosableRedis, unknown>> | null;
+  return (
+    typeof c?.status === 'string' &&
+    typeof c.options === 'object' &&
+    typeof c.connect === 'function' &&
+    typeof c.disconnect === 'function'
+  );
+}
+
+/**
+ * Closes the cleanup worker and queue before @nestjs/bullmq's shutdown hooks close them
+ * again (which then find them closed). Left to BullMQ, closing waits on Redis for as long
+ * as it is down: the worker waits for its blocking connection to end, which ioredis never
+ * reports for a connection waiting to reconnect, and QUIT waits in the offline queue for a
+ * reconnection. Here:
+ * - no BullMQ connection reconnects any more, and those not connected are ended at once
+ *   (what they held is rejected);
+ * - a cleanup job under way is waited for, as a clean close does (its work is in the
+ *   database), then BullMQ records its result and quits within a step
+ *   ({@link REDIS_SHUTDOWN_STEP_MS}); past that, its connections are closed (a job whose
+ *   result could not be recorded is run again later: cleanup is idempotent).
+ * @internal
+ */
+@Injectable()
+export class AtProtoCleanupQueueShutdown implements BeforeApplicationShutdown {
+  readonly #logger = new Logger('AtProtoCleanup');
+
+  constructor(
+    private readonly processor: AtProtoCleanupProcessor,
+    @InjectQueue(AT_PROTO_CLEANUP_QUEUE) private readonly queue: Queue,
+  ) {}
+
+  async beforeApplicationShutdown(): Promise<void> {
+    const owners: Array<Worker | Queue> = [this.queue];
+    try {
+      owners.push(this.processor.worker);
+    } catch {
+      // No worker was made (the app closes during boot): only the queue to close.
+    }
+    const clients = (await Promise.all(owners.map(bullClients))).flat();
+    for (const client of clients) stopReconnecting(client);
+    const closed = Promise.allSettled(owners.map((owner) => owner.close()));
+    // Not connected: nothing to wait for (a reconnection is tried once, now).
+    const ending = clients
+      .filter((client) => client.status !== 'ready')
+      .map((client) => closeRedisClient(client));
+    await this.processor.idle();
+    let closedInTime: boolean;
+    for (;;) {
+      closedInTime = await settlesWithin(closed, REDIS_SHUTDOWN_STEP_MS);
+      // A job fetched just before the close may have started since: waited for too.
+      if (closedInTime || !this.processor.busy) break;
+      await this.processor.idle();
+    }
+    if (!closedInTime) {
+      this.#logger.warn(
+        'BullMQ did not close within its bound (Redis unreachable or not answering): ' +
+          'its connections are closed without waiting for Redis.',
+      );
+      // BullMQ's QUITs went unanswered: no second one.
+      for (const client of clients) ending.push(closeRedisClient(client, { quit: false }));
+    }
+    await Promise.all(ending);
+    await closed;
   }
 }
 
@@ -117,7 +240,7 @@ export class AtProtoCleanupQueueModule {
         }),
         BullModule.registerQueue({ name: AT_PROTO_CLEANUP_QUEUE, configKey: CONFIG_KEY }),
       ],
-      providers: [AtProtoCleanupProcessor, AtProtoCleanupScheduler],
+      providers: [AtProtoCleanupProcessor, AtProtoCleanupScheduler, AtProtoCleanupQueueShutdown],
     };
   }
 }
