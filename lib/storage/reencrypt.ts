@@ -7,6 +7,7 @@ import {
   type AtProtoDecryptionFailure,
 } from '../errors/at-proto-decryption.error.js';
 import { AtProtoKeyRingUnavailableError } from '../errors/at-proto-key-ring-unavailable.error.js';
+import { BOT_SESSION_TABLE } from './entities/bot-session.entity.js';
 import { OAUTH_SESSION_TABLE } from './entities/oauth-session.entity.js';
 import { OAUTH_STATE_TABLE } from './entities/oauth-state.entity.js';
 import { requireSqlFamily } from './migrations/dialect.js';
@@ -16,7 +17,8 @@ import { withTransientRetry } from './transient-retry.js';
  * The tables {@link reencrypt} walks.
  * @publicApi
  */
-export type ReencryptTable = typeof OAUTH_STATE_TABLE | typeof OAUTH_SESSION_TABLE;
+export type ReencryptTable =
+  typeof OAUTH_STATE_TABLE | typeof OAUTH_SESSION_TABLE | typeof BOT_SESSION_TABLE;
 
 /**
  * Counts for one table, in rows.
@@ -130,6 +132,15 @@ const TABLES: readonly TableSpec[] = [
     guard: 'version',
     bumpGuard: false,
   },
+  // Bot sessions (app-password logins): like OAuth sessions, every write increments
+  // `version` and a refresh's fenced write compares it, so the rewrite leaves it alone.
+  {
+    table: BOT_SESSION_TABLE,
+    key: 'did',
+    secrets: ['token_set'],
+    guard: 'version',
+    bumpGuard: false,
+  },
 ];
 
 /**
@@ -165,7 +176,7 @@ export async function reencrypt(
   const keyRing = options.keyRing ?? getInstalledKeyRing();
   if (!keyRing) {
     throw new AtProtoKeyRingUnavailableError(
-      `${OAUTH_STATE_TABLE} and ${OAUTH_SESSION_TABLE} in reencrypt() (pass options.keyRing, or install a key ring)`,
+      `${OAUTH_STATE_TABLE}, ${OAUTH_SESSION_TABLE} and ${BOT_SESSION_TABLE} in reencrypt() (pass options.keyRing, or install a key ring)`,
     );
   }
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
@@ -189,6 +200,7 @@ export async function reencrypt(
     tables: {
       [OAUTH_STATE_TABLE]: { scanned: 0, rewritten: 0, failed: 0, skipped: 0 },
       [OAUTH_SESSION_TABLE]: { scanned: 0, rewritten: 0, failed: 0, skipped: 0 },
+      [BOT_SESSION_TABLE]: { scanned: 0, rewritten: 0, failed: 0, skipped: 0 },
     },
     failures: [],
   };

@@ -24,6 +24,7 @@ import {
   stateValue,
   writeRawSecret,
 } from '../support/raw-sql.js';
+import { TypeOrmBotSessionStore } from '../../lib/bots/bot-session.store.js';
 
 const KEYS = { old: randomKey(), new: randomKey(), newer: randomKey() };
 const oldRing = new KeyRing({ activeKeyId: 'old', keys: { old: KEYS.old } });
@@ -32,6 +33,7 @@ const newOnly = new KeyRing({ activeKeyId: 'new', keys: { new: KEYS.new } });
 
 const SESSION = 'atproto_oauth_session';
 const STATE = 'atproto_oauth_state';
+const BOT = 'atproto_bot_session';
 
 describe.each(DIALECTS)('reencrypt() on %s', (dialect) => {
   let ds: DataSource;
@@ -99,6 +101,7 @@ describe.each(DIALECTS)('reencrypt() on %s', (dialect) => {
       tables: {
         [STATE]: { scanned: 5, rewritten: 5, failed: 0, skipped: 0 },
         [SESSION]: { scanned: 8, rewritten: 7, failed: 1, skipped: 0 },
+        [BOT]: { scanned: 0, rewritten: 0, failed: 0, skipped: 0 },
       },
       failures: [
         {
@@ -147,6 +150,7 @@ describe.each(DIALECTS)('reencrypt() on %s', (dialect) => {
     expect(again.tables).toEqual({
       [STATE]: { scanned: 5, rewritten: 0, failed: 0, skipped: 0 },
       [SESSION]: { scanned: 8, rewritten: 0, failed: 1, skipped: 0 },
+      [BOT]: { scanned: 0, rewritten: 0, failed: 0, skipped: 0 },
     });
     expect(await rawSessions(ds, dialect)).toEqual(after);
 
@@ -158,6 +162,29 @@ describe.each(DIALECTS)('reencrypt() on %s', (dialect) => {
       reason: 'unknown-key',
       keyId: 'old',
     });
+  });
+
+  it("rewrites bot sessions' tokens too, so that the old key can be removed", async () => {
+    installKeyRing(oldRing);
+    const bots = new TypeOrmBotSessionStore(ds);
+    const did = randomDid();
+    const bot = {
+      did,
+      handle: 'bot.example.test',
+      pdsUrl: 'https://pds.example.test',
+      accessJwt: `access-${randomBytes(8).toString('hex')}`,
+      refreshJwt: `refresh-${randomBytes(8).toString('hex')}`,
+      accessExpiresAt: Date.now() + 3_600_000,
+      expiresAt: Date.now() + 86_400_000,
+    };
+    await bots.set(bot);
+    expect(await readRawSecret(ds, dialect, BOT, 'token_set', did)).toMatch(/^v1\.old\./);
+    installKeyRing(rotating);
+    const result = await reencrypt(ds);
+    expect(result.tables[BOT]).toMatchObject({ rewritten: 1, failed: 0 });
+    expect(await readRawSecret(ds, dialect, BOT, 'token_set', did)).toMatch(/^v1\.new\./);
+    installKeyRing(newOnly);
+    expect((await bots.get(did))?.value).toEqual(bot);
   });
 
   it('does not fence out a refresh that read the session just before the rewrite', async () => {

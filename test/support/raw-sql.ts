@@ -31,11 +31,11 @@ export function envelopeOf(raw: unknown): string {
 export async function readRawSecret(
   ds: DataSource,
   dialect: Dialect,
-  table: 'atproto_oauth_session' | 'atproto_oauth_state',
+  table: 'atproto_oauth_session' | 'atproto_oauth_state' | 'atproto_bot_session',
   column: string,
   key: string,
 ): Promise<string> {
-  const pk = table === 'atproto_oauth_session' ? 'did' : 'key';
+  const pk = table === 'atproto_oauth_state' ? 'key' : 'did';
   const rows: Array<Record<string, unknown>> = await ds.query(
     `SELECT ${q(dialect, column)} AS ${q(dialect, 'v')} FROM ${q(dialect, table)} WHERE ${q(dialect, pk)} = ${p(dialect, 1)}`,
     [key],
@@ -49,12 +49,12 @@ export async function readRawSecret(
 export async function writeRawSecret(
   ds: DataSource,
   dialect: Dialect,
-  table: 'atproto_oauth_session' | 'atproto_oauth_state',
+  table: 'atproto_oauth_session' | 'atproto_oauth_state' | 'atproto_bot_session',
   column: string,
   key: string,
   envelope: string,
 ): Promise<void> {
-  const pk = table === 'atproto_oauth_session' ? 'did' : 'key';
+  const pk = table === 'atproto_oauth_state' ? 'key' : 'did';
   await ds.query(
     `UPDATE ${q(dialect, table)} SET ${q(dialect, column)} = ${p(dialect, 1)} WHERE ${q(dialect, pk)} = ${p(dialect, 2)}`,
     [JSON.stringify(envelope), key],
