@@ -177,8 +177,12 @@ describe('getSessionInfo on the memory store', () => {
 });
 
 describe('getSessionInfo on Redis', () => {
-  const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: 2 });
+  // Connected in beforeAll, so that a run that skips this block (-t) leaves no open client.
+  let redis: Redis;
   const prefix = `test:session-info:${randomBytes(4).toString('hex')}:`;
+  beforeAll(() => {
+    redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: 2 });
+  });
   afterAll(async () => {
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length > 0) await redis.del(...keys);
