@@ -86,9 +86,11 @@ describe('app.close() with Redis in trouble', () => {
     return probe;
   }
 
+  /** Boots the probe, stops its Redis, and waits until the probe's connections know it. */
   async function bootThenStopRedis(env: Record<string, string> = {}): Promise<Probe> {
     const p = await boot(env);
     await redis.stop();
+    await p.line('REDIS LOST');
     return p;
   }
 

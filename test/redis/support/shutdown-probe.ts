@@ -1,7 +1,9 @@
 /**
  * Boots AtProtoModule with `redis` (session lock, Redis stores and caches, invalidation
  * channel, BullMQ cleanup) in a process of its own, prints `READY` once the invalidation
- * channel is proven (every connection works), then follows orders read from stdin:
+ * channel is proven (every connection works) and `REDIS LOST` once the lock connection
+ * failed to reconnect twice (by then every connection of the module knows that Redis is
+ * gone: they lost it at the same moment), then follows orders read from stdin:
  * - `close`: calls app.close(), printing `CLOSING` first and `CLOSED` once it resolved;
  * - `go` (with HOLD_CLOSE=1): the close, held at its first hook (the app's own
  *   onModuleDestroy, before any of the module's), goes on.
@@ -9,11 +11,13 @@
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import type { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable, Module, type OnModuleDestroy } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { AtProtoModule } from 'nestjs-atproto-auth';
+import { AT_PROTO_LOCK_CONNECTION } from '../../../lib/at-proto.internal-constants.js';
 import { AtProtoCacheInvalidation } from '../../../lib/invalidation/cache-invalidation.js';
 
 const redis = process.env.REDIS_URL;
@@ -57,6 +61,10 @@ await app.init();
 const bus = app.get(AtProtoCacheInvalidation, { strict: false });
 for (let i = 0; i < 100 && bus.state().channel !== 'proven'; i++) await sleep(50);
 console.log(`READY ${JSON.stringify(bus.state())}`);
+let reconnections = 0;
+app.get<EventEmitter>(AT_PROTO_LOCK_CONNECTION, { strict: false }).on('reconnecting', () => {
+  if (++reconnections === 2) console.log('REDIS LOST');
+});
 
 await order('close');
 console.log('CLOSING');
