@@ -175,6 +175,23 @@ export class AtProtoBotSessionService {
   }
 
   /**
+   * Deletes up to `batchSize` sessions whose refresh JWT had expired at `now`, reporting each
+   * end once (`bot-session-ended`, reason `expired`); resolves how many. Cleanup runs it, so
+   * that a bot that is never used again does not keep its row. A session refreshed meanwhile
+   * is not expired any more and stays (the delete repeats the condition).
+   * @internal
+   */
+  async sweepExpired(now: number, batchSize: number): Promise<number> {
+    let deleted = 0;
+    for (const did of await this.store.listExpired(now, batchSize)) {
+      if (!(await this.store.deleteExpired(did))) continue;
+      deleted++;
+      this.events.emit({ type: 'bot-session-ended', did, reason: 'expired' });
+    }
+    return deleted;
+  }
+
+  /**
    * The error for a DID without a session. A session whose refresh JWT has expired (90 days
    * on the reference PDS) is deleted here, and its end reported once.
    */

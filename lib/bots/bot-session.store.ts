@@ -48,6 +48,8 @@ export interface BotSessionStore {
    * (so that its end is reported once).
    */
   deleteExpired(did: string): Promise<boolean>;
+  /** DIDs whose session's refresh JWT expired at or before `now`, at most `limit` (cleanup). */
+  listExpired(now: number, limit: number): Promise<string[]>;
 }
 
 /** Bot sessions in memory (`storage: 'memory'`): one process, lost on restart. @internal */
@@ -77,6 +79,15 @@ export class MemoryBotSessionStore implements BotSessionStore {
     if (row?.version !== version) return undefined;
     this.#rows.set(value.did, { value, version: version + 1 });
     return version + 1;
+  }
+
+  async listExpired(now: number, limit: number): Promise<string[]> {
+    const dids: string[] = [];
+    for (const [did, row] of this.#rows) {
+      if (dids.length >= limit) break;
+      if (row.value.expiresAt <= now) dids.push(did);
+    }
+    return dids;
   }
 
   async deleteExpired(did: string): Promise<boolean> {
@@ -224,6 +235,26 @@ export class TypeOrmBotSessionStore implements BotSessionStore {
       this.#retry,
     );
     return (result.affected ?? 0) > 0;
+  }
+
+  async listExpired(now: number, limit: number): Promise<string[]> {
+    // On the primary, through the expires_at index.
+    const rows = await withTransientRetry(
+      'Listing expired bot sessions',
+      () =>
+        onPrimary(this.#dataSource, (manager) =>
+          manager
+            .getRepository(AtProtoBotSessionEntity)
+            .createQueryBuilder('b')
+            .select('b.did', 'did')
+            .where(`b.${this.#q('expires_at')} <= :now`, { now })
+            .orderBy(`b.${this.#q('expires_at')}`)
+            .limit(limit)
+            .getRawMany<{ did: string }>(),
+        ),
+      this.#retry,
+    );
+    return rows.map((r) => r.did);
   }
 
   /** `version = version + 1`, as raw SQL for the query builder. */

@@ -2,6 +2,7 @@ import {
   Inject,
   Injectable,
   Logger,
+  Optional,
   type OnApplicationBootstrap,
   type BeforeApplicationShutdown,
 } from '@nestjs/common';
@@ -22,6 +23,7 @@ import { CleanupRunner } from './cleanup.service.js';
 import { AT_PROTO_NATIVE_STORE } from '../native/native.constants.js';
 import type { NativeTokenStore } from '../native/native-store.interface.js';
 import { AtProtoNativeService } from '../native/native.service.js';
+import { AtProtoBotSessionService } from '../bots/bot-session.service.js';
 
 /**
  * Deletes expired OAuth states, OAuth sessions past their retention, and ended app
@@ -45,6 +47,7 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, BeforeAppl
     @Inject(AT_PROTO_SESSION_STORE) sessionStore: AtProtoSessionStore,
     native: AtProtoNativeService,
     @Inject(AT_PROTO_NATIVE_STORE) nativeStore: NativeTokenStore,
+    @Optional() bots?: AtProtoBotSessionService,
   ) {
     const hasOAuthSession = async (did: string) => (await sessionStore.get(did)) !== undefined;
     const revokedGraceMs = options.cleanup.revokedGraceMs;
@@ -74,6 +77,9 @@ export class AtProtoCleanupService implements OnApplicationBootstrap, BeforeAppl
         nativeCodes: (now, batchSize) => nativeStore.deleteExpiredCodes(now, batchSize),
         nativeRefreshFamilies: (now, batchSize) =>
           nativeStore.deleteEndedFamilies({ now, revokedBefore: now - revokedGraceMs }, batchSize),
+        ...(bots
+          ? { botSessions: (now: number, batchSize: number) => bots.sweepExpired(now, batchSize) }
+          : {}),
       },
     );
   }

@@ -15,6 +15,8 @@ export interface CleanupResult {
   nativeCodes: number;
   /** Refresh families of native apps deleted (their app session ended). */
   nativeRefreshFamilies: number;
+  /** Bot sessions deleted because their refresh JWT expired (each reported as ended). */
+  botSessions: number;
   /**
    * OAuth sessions revoked and deleted because nothing uses them any more: their user's last
    * app session was removed and no API key of theirs is active.

@@ -57,6 +57,8 @@ export interface CleanupExtras {
   nativeCodes?: (now: number, batchSize: number) => Promise<number>;
   /** Deletes at most `batchSize` ended refresh families; resolves how many. */
   nativeRefreshFamilies?: (now: number, batchSize: number) => Promise<number>;
+  /** Deletes at most `batchSize` bot sessions whose refresh JWT expired; resolves how many. */
+  botSessions?: (now: number, batchSize: number) => Promise<number>;
 }
 
 /** What the runner asks of the OAuth side. */
@@ -105,6 +107,7 @@ export class CleanupRunner {
       apiKeys: 0,
       nativeCodes: 0,
       nativeRefreshFamilies: 0,
+      botSessions: 0,
       oauthSessionsRevoked: 0,
     };
     for (let n; (n = await this.target.deleteExpiredStates(now, batchSize)) > 0;)
@@ -175,7 +178,10 @@ export class CleanupRunner {
       revocations.add(await this.#unusedWithSession(dids, cutoffs, tried));
       await pace();
     }
-    const { nativeCodes, nativeRefreshFamilies } = this.extras;
+    const { nativeCodes, nativeRefreshFamilies, botSessions } = this.extras;
+    if (botSessions) {
+      for (let n; (n = await botSessions(now, batchSize)) > 0;) result.botSessions += n;
+    }
     if (nativeCodes) {
       for (let n; (n = await nativeCodes(now, batchSize)) > 0;) result.nativeCodes += n;
     }
