@@ -142,6 +142,7 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       apiKeys: 0,
       nativeCodes: 0,
       nativeRefreshFamilies: 0,
+      botSessions: 0,
     });
     expect(await counts(ds)).toEqual([LIVE, LIVE, LIVE]);
     const [live] = (await ds.query(
@@ -157,6 +158,7 @@ describe.each<Dialect>(['postgres', 'mariadb'])('cleanup of 100k expired rows on
       apiKeys: 0,
       nativeCodes: 0,
       nativeRefreshFamilies: 0,
+      botSessions: 0,
     });
   }, 300_000);
 });
