@@ -3,6 +3,8 @@ import { TokenRefreshError } from '@atproto/oauth-client-node';
 import { AtProtoLockError } from './at-proto-lock.error.js';
 import { AtProtoStoreError } from './at-proto-store.error.js';
 import { AtProtoUpstreamError } from './at-proto-http.errors.js';
+import { AtProtoServiceAuthError } from './at-proto-service-auth.error.js';
+import { AtProtoBotSessionError } from './at-proto-bot-session.error.js';
 import { findMappedError, toHttpException } from './to-http-exception.js';
 
 /** What an `Agent` (`@atproto/xrpc`) throws for an error of `session.fetchHandler()`. */
@@ -54,5 +56,40 @@ describe('findMappedError', () => {
     const b = new Error('b', { cause: a });
     (a as { cause?: unknown }).cause = b;
     expect(findMappedError(a, 'session')).toBeUndefined();
+  });
+});
+
+describe('toHttpException: service-auth and bot errors that escape a handler', () => {
+  it('answers a refusal the user can change (scope, privileged method) with 403 and its reason', () => {
+    for (const reason of ['scope-not-granted', 'privileged-method'] as const) {
+      const exception = toHttpException(new AtProtoServiceAuthError(reason, 'no'), 'session');
+      expect(exception?.getStatus()).toBe(403);
+      expect(exception?.getResponse()).toMatchObject({ reason });
+    }
+  });
+
+  it("answers the PDS's other refusals with 502 and leaves the app's own mistakes alone (500)", () => {
+    expect(
+      toHttpException(new AtProtoServiceAuthError('refused', 'no'), 'session')?.getStatus(),
+    ).toBe(502);
+    for (const reason of ['invalid-request', 'protected-method', 'expiration-too-far'] as const) {
+      expect(toHttpException(new AtProtoServiceAuthError(reason, 'no'), 'session')).toBeUndefined();
+    }
+  });
+
+  it("answers a bot session that cannot be used with 503, and the app's own mistake alone", () => {
+    for (const reason of [
+      'not-logged-in',
+      'expired',
+      'rate-limited',
+      'account-takedown',
+    ] as const) {
+      const exception = toHttpException(new AtProtoBotSessionError(reason, 'no'), 'session');
+      expect(exception?.getStatus()).toBe(503);
+      expect(JSON.stringify(exception?.getResponse())).not.toContain('did:');
+    }
+    expect(
+      toHttpException(new AtProtoBotSessionError('invalid-request', 'no'), 'session'),
+    ).toBeUndefined();
   });
 });

@@ -1,6 +1,7 @@
 import {
   BadGatewayException,
   BadRequestException,
+  ForbiddenException,
   HttpException,
   ServiceUnavailableException,
   UnauthorizedException,
@@ -12,6 +13,8 @@ import {
 } from '@atproto/oauth-client-node';
 import { AtProtoError } from './at-proto.error.js';
 import { AtProtoBadRequestError, AtProtoSessionUnavailableError } from './at-proto-http.errors.js';
+import type { AtProtoBotSessionError } from './at-proto-bot-session.error.js';
+import type { AtProtoServiceAuthError } from './at-proto-service-auth.error.js';
 
 /**
  * Whether an error means the user's OAuth session has ended for good (revoked, refresh
@@ -86,12 +89,34 @@ export function findMappedError(
   return undefined;
 }
 
+/**
+ * A service-auth token refused by the user's PDS: 403 when the user's grant or app password
+ * does not allow the method (the user can change that), 502 for the PDS's other refusals;
+ * the app's own mistakes (bad arguments, a protected method, an expiry out of range) are
+ * left alone (500).
+ */
+function serviceAuthException(error: AtProtoServiceAuthError): HttpException | undefined {
+  switch (error.reason) {
+    case 'scope-not-granted':
+    case 'privileged-method':
+      return new ForbiddenException(
+        { statusCode: 403, error: 'Forbidden', message: error.message, reason: error.reason },
+        { cause: error },
+      );
+    case 'refused':
+      return new BadGatewayException(error.message, { cause: error });
+    default:
+      return undefined;
+  }
+}
+
 /** The texts users see; one place, so that every route says the same thing. @internal */
 export const AT_PROTO_MESSAGES = {
   signIn: 'Sign in to continue.',
   crossSite: 'Cross-site request refused.',
   sessionEnded: 'The AT Protocol session has ended. Log in again.',
   sessionUnusable: 'The AT Protocol session could not be used right now. Try again.',
+  botUnavailable: "The app's AT Protocol account cannot act right now. Try again later.",
   storageUnavailable:
     'Sessions cannot be read or stored right now (database or Redis unavailable). Nothing was changed; try again in a moment.',
 } as const;
@@ -150,6 +175,14 @@ export function toHttpException(
       return phase === 'login'
         ? new BadGatewayException(error.message, { cause: error })
         : new ServiceUnavailableException(error.message, { cause: error });
+    case 'ERR_AT_PROTO_SERVICE_AUTH':
+      return serviceAuthException(error as AtProtoServiceAuthError);
+    case 'ERR_AT_PROTO_BOT_SESSION':
+      // The app's own account cannot act right now: not the caller's fault, and nothing the
+      // caller can change. A malformed login call is the app's mistake: left alone (500).
+      return (error as AtProtoBotSessionError).reason === 'invalid-request'
+        ? undefined
+        : new ServiceUnavailableException(AT_PROTO_MESSAGES.botUnavailable, { cause: error });
     default:
       return undefined;
   }

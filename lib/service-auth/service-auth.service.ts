@@ -17,6 +17,7 @@ import {
 import { AtProtoServiceAuthError } from '../errors/at-proto-service-auth.error.js';
 import { describeError } from '../errors/describe-error.js';
 import { isSessionEndedError } from '../errors/to-http-exception.js';
+import { AtProtoEvents } from '../events/at-proto-events.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import { createOutboundFetch, parsePrivateHost } from '../oauth/outbound-fetch.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
@@ -80,6 +81,7 @@ export class AtProtoServiceAuthService implements OnModuleInit, OnModuleDestroy 
   readonly #cache: ServiceTokenCache;
   readonly #fetch: typeof globalThis.fetch;
   #sweep: ReturnType<typeof setInterval> | undefined;
+  #ended: { unsubscribe(): void } | undefined;
 
   constructor(
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
@@ -87,6 +89,7 @@ export class AtProtoServiceAuthService implements OnModuleInit, OnModuleDestroy 
     @Inject(AT_PROTO_LOCK_CONNECTION) redis: RedisScriptingClient | null,
     // Bot accounts (app-password sessions) get tokens too: see #session.
     @Optional() private readonly bots?: AtProtoBotSessionService,
+    @Optional() private readonly events?: AtProtoEvents,
   ) {
     const { marginMs, fallbackTtlMs } = options.serviceAuth;
     this.#cache = new ServiceTokenCache({
@@ -115,10 +118,22 @@ export class AtProtoServiceAuthService implements OnModuleInit, OnModuleDestroy 
     this.#sweep = setInterval(() => this.#cache.sweep(), this.options.serviceAuth.sweepIntervalMs);
     // The sweep only frees memory: it must never keep the process alive.
     this.#sweep.unref();
+    // A token minted through a session that has ended must not be handed out any more:
+    // dropped here (and, with Redis, for every instance) when the session ends on this one.
+    this.#ended = this.events?.events$.subscribe((event) => {
+      if (event.type !== 'oauth-session-deleted' && event.type !== 'bot-session-ended') return;
+      this.invalidate(event.did).catch((error: unknown) => {
+        this.#logger.warn(
+          `Could not drop the service-auth tokens of an ended session: ${describeError(error)}`,
+        );
+      });
+    });
   }
 
   /** @internal */
   onModuleDestroy(): void {
+    this.#ended?.unsubscribe();
+    this.#ended = undefined;
     clearInterval(this.#sweep);
     this.#sweep = undefined;
     this.#cache.clear();
