@@ -24,6 +24,29 @@ const DOC_STALE_MS = 10 * 60_000;
 const DOC_MAX_AGE_MS = 24 * 3_600_000;
 /** DID documents (and refused issuers) held in memory, the oldest dropped first. */
 const MAX_ENTRIES = 10_000;
+/**
+ * A DID's document is fetched again on demand (after a signature that does not match) at
+ * most this often; meanwhile such requests reuse the cached document. Whoever sends a token
+ * chooses its issuer and can sign it badly: without this, tokens in a victim's name would
+ * make this server fetch its document at will, until the directory rate-limits this server.
+ */
+const FORCED_REFRESH_INTERVAL_MS = 30_000;
+
+/**
+ * Answers that say "not now" rather than "no such DID": the directory or host is busy (429),
+ * timed out waiting (408) or failing (5xx). `@atproto/identity` reads any failed did:web
+ * answer as "not found", so the resolver's fetch throws this before the answer reaches it.
+ */
+const isTransientStatus = (status: number): boolean =>
+  status === 408 || status === 429 || status >= 500;
+
+/** Thrown by the resolver's fetch on a transient answer (see {@link isTransientStatus}). */
+class TransientAnswerError extends Error {
+  constructor(readonly status: number) {
+    super(`The DID document host answered ${status}.`);
+    this.name = 'TransientAnswerError';
+  }
+}
 
 /**
  * DID documents in memory, bounded (issuers are chosen by whoever sends a token), refreshed
@@ -93,14 +116,25 @@ export class IssuerKeyResolver {
   readonly #resolver: InstanceType<IdentityModule['IdResolver']>['did'];
   readonly #refused = new Map<string, { until: number; error: AtProtoServiceJwtError }>();
   readonly #inflight = new Map<string, Promise<DidDocument>>();
+  readonly #cache = new BoundedDidCache();
+  /** When each DID's document was last fetched on demand (bounded as the cache is). */
+  readonly #forcedAt = new Map<string, number>();
 
   constructor(identity: IdentityModule, options: IssuerKeyResolverOptions) {
     this.#identity = identity;
+    const { fetch } = options;
     this.#resolver = new identity.IdResolver({
       ...(options.plcUrl ? { plcUrl: options.plcUrl } : {}),
       timeout: options.timeoutMs,
-      didCache: new BoundedDidCache(),
-      fetch: options.fetch,
+      didCache: this.#cache,
+      fetch: async (input, init) => {
+        const response = await fetch(input, init);
+        if (isTransientStatus(response.status)) {
+          await response.body?.cancel();
+          throw new TransientAnswerError(response.status);
+        }
+        return response;
+      },
     }).did;
   }
 
@@ -138,13 +172,21 @@ export class IssuerKeyResolver {
   }
 
   #document(did: string, forceRefresh: boolean): Promise<DidDocument> {
-    const flight = `${forceRefresh ? 'fresh' : 'any'} ${did}`;
+    const fresh = forceRefresh && this.#mayForce(did);
+    const flight = `${fresh ? 'fresh' : 'any'} ${did}`;
     let pending = this.#inflight.get(flight);
     if (!pending) {
       pending = this.#resolver
-        .ensureResolve(did, forceRefresh)
-        .catch((error: unknown) => {
+        .ensureResolve(did, fresh)
+        .catch(async (error: unknown) => {
           const refusal = this.#refusal(error);
+          if (fresh) {
+            // Whoever sent the bad signature chose this DID: a failed re-resolution keeps
+            // the document the issuer's own tokens verify against (the token then fails on
+            // its signature), and refuses nothing.
+            const cached = await this.#cache.checkCache(did);
+            if (cached && !cached.expired) return cached.doc;
+          }
           this.#refuse(did, refusal);
           throw refusal;
         })
@@ -152,6 +194,19 @@ export class IssuerKeyResolver {
       this.#inflight.set(flight, pending);
     }
     return pending;
+  }
+
+  /** Whether a forced re-resolution of `did` may fetch now; if so, it is recorded as done. */
+  #mayForce(did: string): boolean {
+    const now = Date.now();
+    const last = this.#forcedAt.get(did);
+    if (last !== undefined && now - last < FORCED_REFRESH_INTERVAL_MS) return false;
+    this.#forcedAt.delete(did);
+    this.#forcedAt.set(did, now);
+    if (this.#forcedAt.size > MAX_ENTRIES) {
+      this.#forcedAt.delete(this.#forcedAt.keys().next().value as string);
+    }
+    return true;
   }
 
   #refuse(did: string, error: AtProtoServiceJwtError): void {
@@ -166,6 +221,7 @@ export class IssuerKeyResolver {
   /** What a resolution failure means for the token: a bad issuer, or try again later. */
   #refusal(error: unknown): AtProtoServiceJwtError {
     const id = this.#identity;
+    const status = (error as { status?: unknown } | null)?.status;
     if (
       error instanceof id.DidNotFoundError ||
       error instanceof id.PoorlyFormattedDidError ||
@@ -175,10 +231,9 @@ export class IssuerKeyResolver {
       // A document that is not JSON.
       error instanceof SyntaxError ||
       // The guarded fetch refused the URL (a private or forbidden host, plain http).
-      (error instanceof FetchRequestError && error.statusCode < 500) ||
-      // The PLC directory refused the DID (4xx other than 404).
-      (typeof (error as { status?: unknown }).status === 'number' &&
-        (error as { status: number }).status < 500)
+      (error instanceof FetchRequestError && !isTransientStatus(error.statusCode)) ||
+      // The PLC directory refused the DID (4xx other than 404, 408 and 429).
+      (typeof status === 'number' && !isTransientStatus(status))
     ) {
       return new AtProtoServiceJwtError(
         'BadJwtIssuer',
