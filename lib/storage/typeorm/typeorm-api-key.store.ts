@@ -7,6 +7,7 @@ import { assertValidDid } from '../validation.js';
 import { onPrimary } from './primary.js';
 import { PrimaryKeyRead } from './primary-key-read.js';
 import { isUniqueViolation } from './upsert.js';
+import { readRevokedSince } from './revoked-since.js';
 
 const KEY_ID = /^[0-9a-f]{64}$/;
 
@@ -182,25 +183,7 @@ export class TypeOrmApiKeyStore implements AtProtoApiKeyStore {
     since: Date,
     limit: number,
   ): Promise<Array<{ id: string; did: string; revokedAt: Date }>> {
-    const q = this.#q;
-    // A range scan of IDX_atproto_api_key_revoked_at: the keys revoked in the last moments.
-    const rows = await withTransientRetry(
-      'Reading recently revoked API keys',
-      () =>
-        onPrimary(this.#dataSource, (m) =>
-          this.#repo
-            .createQueryBuilder(undefined, m.queryRunner)
-            .select(q('id'), 'id')
-            .addSelect(q('did'), 'did')
-            .addSelect(q('revoked_at'), 'revokedAt')
-            .where(`${q('revoked_at')} > :since`, { since: since.getTime() })
-            .orderBy(q('revoked_at'), 'ASC')
-            .limit(limit)
-            .getRawMany<{ id: string; did: string; revokedAt: string | number }>(),
-        ),
-      this.#retry,
-    );
-    return rows.map((r) => ({ id: r.id, did: r.did, revokedAt: new Date(Number(r.revokedAt)) }));
+    return readRevokedSince(this.#dataSource, this.#repo, 'API keys', since, limit, this.#retry);
   }
 
   /**

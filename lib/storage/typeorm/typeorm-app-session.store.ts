@@ -7,6 +7,7 @@ import { assertValidDid } from '../validation.js';
 import { onPrimary } from './primary.js';
 import { PrimaryKeyRead } from './primary-key-read.js';
 import { isUniqueViolation } from './upsert.js';
+import { readRevokedSince } from './revoked-since.js';
 
 const SESSION_ID = /^[0-9a-f]{64}$/;
 
@@ -143,26 +144,14 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
     since: Date,
     limit: number,
   ): Promise<Array<{ id: string; did: string; revokedAt: Date }>> {
-    const q = (column: string) => this.#dataSource.driver.escape(column);
-    // A range scan of IDX_atproto_app_session_revoked_at: the rows revoked in the last
-    // moments, not the table.
-    const rows = await withTransientRetry(
-      'Reading recently revoked app sessions',
-      () =>
-        onPrimary(this.#dataSource, (m) =>
-          this.#repo
-            .createQueryBuilder(undefined, m.queryRunner)
-            .select(q('id'), 'id')
-            .addSelect(q('did'), 'did')
-            .addSelect(q('revoked_at'), 'revokedAt')
-            .where(`${q('revoked_at')} > :since`, { since: since.getTime() })
-            .orderBy(q('revoked_at'), 'ASC')
-            .limit(limit)
-            .getRawMany<{ id: string; did: string; revokedAt: string | number }>(),
-        ),
+    return readRevokedSince(
+      this.#dataSource,
+      this.#repo,
+      'app sessions',
+      since,
+      limit,
       this.#retry,
     );
-    return rows.map((r) => ({ id: r.id, did: r.did, revokedAt: new Date(Number(r.revokedAt)) }));
   }
 
   /**
