@@ -66,6 +66,7 @@ import type { ReadyMessage, ServerConfig, VariantId } from '../http/variants.js'
 import { BENCH_DID } from '../http/variants.js';
 import { perDidCleanup } from './per-did.js';
 import type { RateLoadRequest, RateLoadResult } from './load.js';
+import { median } from '../support/report.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HOOKS = join(ROOT, 'bench', 'support', 'swc-hooks.mjs');
@@ -383,11 +384,6 @@ interface Sample {
   during: RateLoadResult[];
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const ms = (us: number) => (us / 1000).toFixed(2);
 /** 2xx answers per second over slices (below `--rate` when the server fell behind). */
 const rps = (slices: RateLoadResult[]) =>

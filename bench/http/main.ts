@@ -56,6 +56,8 @@ import {
   type VariantId,
   type VariantSpec,
 } from './variants.js';
+import { fmt, median, table } from '../support/report.js';
+import { deleteRedisKeys } from '../support/redis-keys.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HOOKS = join(ROOT, 'bench', 'support', 'swc-hooks.mjs');
@@ -299,21 +301,6 @@ async function setUpDatabases(specs: readonly VariantSpec[]): Promise<Databases>
   return out;
 }
 
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL, { lazyConnect: true });
-  await redis.connect();
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
-
 // --- checks ---------------------------------------------------------------------------------
 
 /**
@@ -388,23 +375,6 @@ async function measure(server: RunningServer, duration: number): Promise<Sample>
     steal: stealShare(steal0, steal1),
   };
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) =>
-    `| ${r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  const sep = `| ${widths.map((w, i) => (i === 0 ? '-'.repeat(w) : `${'-'.repeat(w - 1)}:`)).join(' | ')} |`;
-  return [line(rows[0]!), sep, ...rows.slice(1).map(line)].join('\n');
-}
-
-const fmt = (n: number, digits = 0) =>
-  n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
 function report(results: Map<VariantId, Sample[]>, baseline: VariantId): string {
   const base = results.get(baseline);
@@ -1037,7 +1007,8 @@ async function main(): Promise<void> {
     await Promise.all(servers.map((s) => s.exit().catch(() => undefined)));
     for (const c of children) c.kill('SIGKILL');
     await db.drop();
-    if (specs.some((s) => s.redis)) await deleteRedisKeys(redisPrefix).catch(() => undefined);
+    if (specs.some((s) => s.redis))
+      await deleteRedisKeys(redisPrefix, REDIS_URL).catch(() => undefined);
   }
 }
 

@@ -44,7 +44,6 @@ import { Logger, Module, type DynamicModule, type INestApplicationContext } from
 import { NestFactory } from '@nestjs/core';
 import { getDataSourceToken, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { JoseKey, type NodeOAuthClient, type NodeSavedSession } from '@atproto/oauth-client-node';
-import { Redis } from 'ioredis';
 import { DataSource } from 'typeorm';
 import {
   AT_PROTO_APP_SESSION_STORE,
@@ -63,6 +62,8 @@ import {
 import { createTestDatabase } from '../../test/support/databases.js';
 import { startFakeAuthorizationServer } from '../../test/e2e/support/fake-authorization-server.js';
 import { noRefreshScope, sessionLockName } from '../../lib/lock/lock-scope.js';
+import { fmt, median, table } from '../support/report.js';
+import { deleteRedisKeys } from '../support/redis-keys.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const REDIS_URL = 'redis://127.0.0.1:6379';
@@ -253,24 +254,9 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
       await localCaches.close();
       await app.close();
       await db.drop();
-      await deleteRedisKeys(prefix).catch(() => undefined);
+      await deleteRedisKeys(prefix, REDIS_URL).catch(() => undefined);
     },
   };
-}
-
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL, { lazyConnect: true });
-  await redis.connect();
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
 }
 
 // --- the baselines --------------------------------------------------------------------------
@@ -387,23 +373,6 @@ async function measure(
     p99: percentile(latencies, 99),
     opsPerS: (keys.length * 1000) / elapsed,
   };
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-const fmt = (n: number, digits = 0) =>
-  n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) =>
-    `| ${r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  const sep = `| ${widths.map((w, i) => (i === 0 ? '-'.repeat(w) : `${'-'.repeat(w - 1)}:`)).join(' | ')} |`;
-  return [line(rows[0]!), sep, ...rows.slice(1).map(line)].join('\n');
 }
 
 interface Comparison {
