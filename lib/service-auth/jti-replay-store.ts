@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { AtProtoUnavailableError } from '../errors/at-proto-http.errors.js';
 import type { RedisScriptingClient } from '../storage/redis/redis-client.js';
 
 /**
@@ -15,6 +16,8 @@ export interface JtiReplayStore {
 
 /** Purge expired ids once the map holds this many, at most once a second. */
 const PURGE_ABOVE = 10_000;
+/** Most unexpired ids the in-process store remembers (about 150 MB at worst). */
+const MAX_ENTRIES = 1_000_000;
 
 /**
  * In this process only: another instance would accept the same token once more.
@@ -25,14 +28,30 @@ export class MemoryJtiReplayStore implements JtiReplayStore {
   readonly #seen = new Map<string, number>();
   #purgedAt = 0;
 
+  /**
+   * @param maxEntries most ids remembered at once. Anyone who controls a DID can sign valid
+   *   tokens with fresh ids as fast as they like, each remembered up to `serviceAuth.maxAge`:
+   *   beyond the bound, once expired ids are purged, a claim throws (the verifier answers
+   *   503) rather than forget an unexpired id, which would let its token be replayed. Use
+   *   `replayStore: 'redis'` for more. About 150 bytes an id.
+   */
+  constructor(private readonly maxEntries = MAX_ENTRIES) {}
+
   async claim(id: string, ttlMs: number): Promise<boolean> {
     const now = Date.now();
-    if (this.#seen.size > PURGE_ABOVE && now - this.#purgedAt > 1000) {
+    const full = this.#seen.size >= this.maxEntries;
+    if ((this.#seen.size > PURGE_ABOVE && now - this.#purgedAt > 1000) || full) {
       this.#purgedAt = now;
       for (const [key, until] of this.#seen) if (until <= now) this.#seen.delete(key);
     }
     const until = this.#seen.get(id);
     if (until !== undefined && until > now) return false;
+    if (this.#seen.size >= this.maxEntries) {
+      throw new AtProtoUnavailableError(
+        `The in-process replay store is full (${this.maxEntries} unexpired token ids): ` +
+          "single-use tokens are refused until ids expire; use serviceAuth.replayStore 'redis'.",
+      );
+    }
     this.#seen.set(id, now + ttlMs);
     return true;
   }

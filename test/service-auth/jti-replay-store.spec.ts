@@ -79,6 +79,24 @@ describe('MemoryJtiReplayStore', () => {
   });
 });
 
+describe('MemoryJtiReplayStore when full', () => {
+  it('refuses to accept more (the verifier answers 503) rather than grow without bound or forget', async () => {
+    const memory = new MemoryJtiReplayStore(3);
+    for (const id of ['a', 'b', 'c']) expect(await memory.claim(id, 60_000)).toBe(true);
+    // Forgetting an unexpired id would let its token be replayed: the store refuses instead.
+    await expect(memory.claim('d', 60_000)).rejects.toThrow(/full/);
+    expect(await memory.claim('a', 60_000)).toBe(false); // still remembered
+  });
+
+  it('makes room as ids expire', async () => {
+    const memory = new MemoryJtiReplayStore(2);
+    expect(await memory.claim('a', 1)).toBe(true);
+    expect(await memory.claim('b', 60_000)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(await memory.claim('c', 60_000)).toBe(true);
+  });
+});
+
 describe('checkServiceAuthRoute', () => {
   it('fills in the defaults', () => {
     expect(checkServiceAuthRoute({ lxm: 'app.bsky.feed.getFeedSkeleton' })).toEqual({
