@@ -114,7 +114,9 @@ async function checkView(store: AtProtoSessionStore, opts: { createdAt: boolean 
   expect(await service.getSessionInfo(did)).toBeUndefined();
 
   const before = Date.now();
-  const { value, accessExpiresAt } = session(did);
+  // The expiry is 10 minutes after `before` exactly: taken from a later clock reading, it
+  // could be a millisecond further, and needsRefresh(before, 10 min) would then be false.
+  const { value, accessExpiresAt } = session(did, new Date(before + 600_000));
   await store.set(did, value);
   const after = Date.now();
   const view = await service.getSessionInfo(did);
