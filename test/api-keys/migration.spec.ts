@@ -7,56 +7,43 @@ import { randomBytes } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
 import { TypeOrmApiKeyStore } from '../../lib/storage/typeorm/typeorm-api-key.store.js';
-import { createTestDatabase, DIALECTS } from '../support/databases.js';
+import { useDataSource } from '../support/data-source-hook.js';
+import { DIALECTS } from '../support/databases.js';
+import {
+  expectRollsBackAlone,
+  pendingSchemaQueries,
+  unmigratedDataSource,
+} from '../support/migration-check.js';
 import { p, q, randomDid } from '../support/raw-sql.js';
 
 describe.each(DIALECTS)('API key migration on %s', (dialect) => {
-  let ds: DataSource;
-  let drop: () => Promise<void>;
+  const ds = useDataSource(() => unmigratedDataSource(dialect, 'api_key_migration'));
   const t = (id: string) => q(dialect, id);
 
-  beforeAll(async () => {
-    const db = await createTestDatabase(dialect, 'api_key_migration');
-    drop = db.drop;
-    ds = new DataSource({
-      ...db.options,
-      entities: [...atProtoEntities],
-      migrations: atProtoMigrations(),
-    });
-    await ds.initialize();
-  });
-  afterAll(async () => {
-    await ds?.destroy();
-    await drop?.();
-  });
-
   it('runs after the first migration and matches the entity (migration:generate finds nothing)', async () => {
-    const ran = await ds.runMigrations({ transaction: 'each' });
+    const ran = await ds().runMigrations({ transaction: 'each' });
     expect(ran.map((m) => m.name).slice(0, 2)).toEqual([
       'AtProtoInit1763800000000',
       'AtProtoApiKeys1795857400000',
     ]);
-    const pending = await ds.driver.createSchemaBuilder().log();
-    expect(
-      pending.upQueries.map((x) => x.query).filter((sql) => sql.includes('atproto_api_key')),
-    ).toEqual([]);
+    expect(await pendingSchemaQueries(ds(), 'atproto_api_key')).toEqual([]);
   });
 
   it('compares ids and DIDs byte for byte (values differing only in case are distinct)', async () => {
     const now = Date.now();
     const insert = (id: string, did: string) =>
-      ds.query(
+      ds().query(
         `INSERT INTO ${t('atproto_api_key')} (${t('id')}, ${t('did')}, ${t('name')}, ${t('display_prefix')}, ${t('created_at')}) VALUES (${p(dialect, 1)}, ${p(dialect, 2)}, ${p(dialect, 3)}, ${p(dialect, 4)}, ${p(dialect, 5)})`,
         [id, did, 'n', 'atp_x', now],
       );
     await insert('abc', 'did:web:Example.com');
     await insert('ABC', 'did:web:example.com');
-    const byId: unknown[] = await ds.query(
+    const byId: unknown[] = await ds().query(
       `SELECT * FROM ${t('atproto_api_key')} WHERE ${t('id')} = ${p(dialect, 1)}`,
       ['abc'],
     );
     expect(byId).toHaveLength(1);
-    const byDid: unknown[] = await ds.query(
+    const byDid: unknown[] = await ds().query(
       `SELECT * FROM ${t('atproto_api_key')} WHERE ${t('did')} = ${p(dialect, 1)}`,
       ['did:web:example.com'],
     );
@@ -64,27 +51,11 @@ describe.each(DIALECTS)('API key migration on %s', (dialect) => {
   });
 
   it('rolls back alone: the API key table goes, the first migration’s tables stay', async () => {
-    // Undo the migrations that came after this one, then this one.
-    const names = atProtoMigrations().map((m) => new m().name);
-    const later = names.slice(names.indexOf('AtProtoApiKeys1795857400000') + 1);
-    for (let i = 0; i < later.length; i++) await ds.undoLastMigration({ transaction: 'each' });
-    const runner = ds.createQueryRunner();
-    try {
-      expect(await runner.getTables(['atproto_api_key'])).toHaveLength(1);
-      await ds.undoLastMigration({ transaction: 'each' });
-      expect(await runner.getTables(['atproto_api_key'])).toHaveLength(0);
-      expect(
-        await runner.getTables([
-          'atproto_oauth_state',
-          'atproto_oauth_session',
-          'atproto_app_session',
-        ]),
-      ).toHaveLength(3);
-    } finally {
-      await runner.release();
-    }
-    // And it runs again.
-    expect((await ds.runMigrations()).map((m) => m.name)[0]).toBe('AtProtoApiKeys1795857400000');
+    await expectRollsBackAlone(ds(), {
+      migration: 'AtProtoApiKeys1795857400000',
+      tables: ['atproto_api_key'],
+      kept: ['atproto_oauth_state', 'atproto_oauth_session', 'atproto_app_session'],
+    });
   });
 });
 

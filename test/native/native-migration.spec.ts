@@ -1,29 +1,16 @@
-import { DataSource } from 'typeorm';
-import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
-import { AtProtoNative1795857600000 } from '../../lib/storage/migrations/1795857600000-at-proto-native.js';
-import { createTestDatabase, DIALECTS } from '../support/databases.js';
+import { atProtoMigrations } from 'nestjs-atproto-auth';
+import { useDataSource } from '../support/data-source-hook.js';
+import { DIALECTS } from '../support/databases.js';
+import {
+  expectRollsBackAlone,
+  pendingSchemaQueries,
+  unmigratedDataSource,
+} from '../support/migration-check.js';
 
 const NATIVE_TABLES = ['atproto_native_code', 'atproto_native_refresh_family'];
 
 describe.each(DIALECTS)('the native migration on %s', (dialect) => {
-  let ds: DataSource;
-  let drop: () => Promise<void>;
-
-  beforeAll(async () => {
-    const db = await createTestDatabase(dialect, 'native_migration');
-    drop = db.drop;
-    ds = new DataSource({
-      ...db.options,
-      entities: [...atProtoEntities],
-      migrations: atProtoMigrations(),
-    });
-    await ds.initialize();
-  });
-
-  afterAll(async () => {
-    await ds?.destroy();
-    await drop?.();
-  });
+  const ds = useDataSource(() => unmigratedDataSource(dialect, 'native_migration'));
 
   it('is listed by atProtoMigrations() after the first one, and its schema matches the entities', async () => {
     const names = atProtoMigrations().map((m) => new m().name);
@@ -31,24 +18,18 @@ describe.each(DIALECTS)('the native migration on %s', (dialect) => {
     expect(names.indexOf('AtProtoNative1795857600000')).toBeGreaterThan(
       names.indexOf('AtProtoInit1763800000000'),
     );
-    const ran = await ds.runMigrations({ transaction: 'each' });
+    const ran = await ds().runMigrations({ transaction: 'each' });
     expect(ran.map((m) => m.name)).toContain('AtProtoNative1795857600000');
-    const pending = await ds.driver.createSchemaBuilder().log();
-    expect(pending.upQueries.map((q) => q.query)).toEqual([]);
-    const tables = await ds.createQueryRunner().getTables(NATIVE_TABLES);
+    expect(await pendingSchemaQueries(ds())).toEqual([]);
+    const tables = await ds().createQueryRunner().getTables(NATIVE_TABLES);
     expect(tables.map((t) => t.name).sort()).toEqual(NATIVE_TABLES);
   });
 
   it('rolls back its own tables only', async () => {
-    const runner = ds.createQueryRunner();
-    try {
-      await new AtProtoNative1795857600000().down(runner);
-      expect(await runner.getTables(NATIVE_TABLES)).toHaveLength(0);
-      expect(await runner.getTables(['atproto_app_session'])).toHaveLength(1);
-      await new AtProtoNative1795857600000().up(runner);
-      expect(await runner.getTables(NATIVE_TABLES)).toHaveLength(2);
-    } finally {
-      await runner.release();
-    }
+    await expectRollsBackAlone(ds(), {
+      migration: 'AtProtoNative1795857600000',
+      tables: NATIVE_TABLES,
+      kept: ['atproto_app_session'],
+    });
   });
 });
