@@ -25,6 +25,11 @@ import {
   NSID,
   type ServiceAuthRoute,
 } from './service-auth-route.js';
+import {
+  type AtProtoVerifiedTokenCacheStats,
+  type VerifiedClaims,
+  VerifiedTokenCache,
+} from './verified-token-cache.js';
 
 /**
  * The service that called an `@AtProtoServiceAuth()` route, as its token says (verified).
@@ -80,6 +85,11 @@ const PACKAGES_FOR = 'Inbound service auth (@AtProtoServiceAuth)';
  * on single-use routes, the `jti` (remembered for the token's lifetime, in Redis when
  * configured). DID documents are resolved through the module's SSRF-guarded fetch.
  *
+ * A token whose signature has been verified is remembered until its `exp` (by its SHA-256,
+ * at most `serviceAuth.verifiedCacheMaxEntries` tokens): when a caller sends it again, the
+ * signature check and the issuer's key lookup are skipped, and every other check above runs
+ * again (see `VerifiedTokenCache`).
+ *
  * Needs `@atproto/xrpc-server` and `@atproto/identity` (optional peers), loaded at boot when
  * a route uses `@AtProtoServiceAuth()` or `serviceAuth.serviceDid(s)` is set.
  * @publicApi
@@ -88,6 +98,7 @@ const PACKAGES_FOR = 'Inbound service auth (@AtProtoServiceAuth)';
 export class AtProtoServiceJwtVerifier implements OnModuleInit {
   readonly #logger = new Logger('AtProtoServiceAuth');
   readonly #replay: JtiReplayStore;
+  readonly #verified: VerifiedTokenCache;
   #loaded: Promise<{ xrpc: XrpcServerModule; resolver: IssuerKeyResolver }> | undefined;
 
   constructor(
@@ -99,6 +110,7 @@ export class AtProtoServiceJwtVerifier implements OnModuleInit {
       options.serviceAuth.replayStore === 'redis' && redis
         ? new RedisJtiReplayStore(redis, options.redisKeyPrefix)
         : new MemoryJtiReplayStore();
+    this.#verified = new VerifiedTokenCache(options.serviceAuth.verifiedCacheMaxEntries);
   }
 
   /**
@@ -152,19 +164,31 @@ export class AtProtoServiceJwtVerifier implements OnModuleInit {
     if (token.length > MAX_TOKEN_LENGTH) throw refuse('BadJwt', 'The token is too large.');
 
     const lxm = route.lxm ?? methodOfPath(path);
-    const claims = this.#check(token, route, lxm);
-    const { xrpc, resolver } = await this.#load();
-    try {
-      // aud is checked above (bare and #service forms), so verifyJwt's exact match is off;
-      // lxm is never null unless the token has none and the route accepts that.
-      await xrpc.verifyJwt(
-        token,
-        null,
-        claims.lxm === null ? null : (lxm as string),
-        (iss: string, forceRefresh: boolean) => resolver.key(iss, forceRefresh),
-      );
-    } catch (error) {
-      throw this.#fromVerifyJwt(error);
+    const key = this.#verified.enabled ? VerifiedTokenCache.keyOf(token) : undefined;
+    let claims = key === undefined ? undefined : this.#verified.get(key);
+    if (claims) {
+      // Verified before (see VerifiedTokenCache for why that stays true until exp): only the
+      // signature and the issuer's key lookup are skipped; every rule of this request and
+      // route runs again.
+      this.#checkRequest(claims, route, lxm);
+    } else {
+      claims = this.#read(token);
+      this.#checkRequest(claims, route, lxm);
+      const { xrpc, resolver } = await this.#load();
+      try {
+        // aud is checked above (bare and #service forms), so verifyJwt's exact match is off;
+        // lxm is never null unless the token has none and the route accepts that.
+        await xrpc.verifyJwt(
+          token,
+          null,
+          claims.lxm === null ? null : (lxm as string),
+          (iss: string, forceRefresh: boolean) => resolver.key(iss, forceRefresh),
+        );
+      } catch (error) {
+        throw this.#fromVerifyJwt(error);
+      }
+      // Only now, the signature verified: a refused token is never remembered.
+      if (key !== undefined) this.#verified.set(key, claims);
     }
 
     if (route.singleUse) await this.#claim(claims.iss, claims.jti as string, claims.exp);
@@ -176,8 +200,21 @@ export class AtProtoServiceJwtVerifier implements OnModuleInit {
     };
   }
 
-  /** Everything `verifyJwt` does not check, before any network. */
-  #check(token: string, route: ServiceAuthRoute, lxm: string | undefined): Claims {
+  /**
+   * Counters of the verified-token cache (`serviceAuth.verifiedCacheMaxEntries`): tokens
+   * held, requests answered without verifying a signature again (hits), and those verified
+   * in full (misses). All 0 when the cache is off.
+   */
+  stats(): AtProtoVerifiedTokenCacheStats {
+    return this.#verified.stats();
+  }
+
+  /**
+   * What depends on the token alone, before any network: its size and shape, the JSON of
+   * header and claims, `typ`, `alg`, the claims' types and the issuer's DID method. The
+   * result is what the verified-token cache keeps.
+   */
+  #read(token: string): VerifiedClaims {
     const parts = token.split('.');
     if (parts.length !== 3 || !parts.every((p) => B64URL.test(p))) {
       throw refuse('BadJwt', 'The token is not a JWT.');
@@ -215,44 +252,54 @@ export class AtProtoServiceJwtVerifier implements OnModuleInit {
         'The issuer (iss) must be a did:plc or did:web, optionally with a #service.',
       );
     }
-    if (!audienceMatches(aud, route.aud ?? this.options.serviceAuth.serviceDids)) {
-      throw refuse('BadJwtAudience', 'The token is for another service (aud).');
-    }
-    if (lxm === undefined) {
-      throw refuse('BadJwtLexiconMethod', 'This path names no method (/xrpc/<nsid>).');
-    }
-    if (tokenLxm === undefined) {
-      if (!route.allowMethodless) {
-        throw refuse('BadJwtLexiconMethod', `The token names no method (lxm); must be ${lxm}.`);
-      }
-    } else if (tokenLxm !== lxm) {
-      throw refuse('BadJwtLexiconMethod', `The token is for another method (lxm); must be ${lxm}.`);
-    }
-    const { maxAgeMs, clockSkewMs } = this.options.serviceAuth;
-    const now = Date.now();
-    if (now / 1000 > exp) throw refuse('JwtExpired', 'The token has expired.');
-    const maxAhead = tokenLxm === undefined ? Math.min(maxAgeMs, METHODLESS_MAX_AGE_MS) : maxAgeMs;
-    if (exp * 1000 - now > maxAhead + clockSkewMs) {
-      throw refuse(
-        'BadJwtExpiration',
-        `The token expires too far ahead (at most ${Math.round(maxAhead / 1000)} s${tokenLxm === undefined ? ' without lxm' : ''}).`,
-      );
-    }
-    if (iat !== undefined && (iat as number) * 1000 > now + clockSkewMs) {
-      throw refuse('BadJwtIssuedAt', 'The token is issued in the future (iat).');
-    }
-    if (route.singleUse && jti === undefined) {
-      throw refuse('BadJwt', 'This route accepts each token once: the token needs a jti.');
-    }
     return {
       iss,
       did: issuer[1] as string,
       serviceId: issuer[2],
       aud,
-      lxm: tokenLxm ?? null,
+      lxm: (tokenLxm as string | undefined) ?? null,
       exp,
+      iat: iat as number | undefined,
       jti: jti as string | undefined,
     };
+  }
+
+  /**
+   * What may differ per request or per route, on every request (a token found verified
+   * included): the audience and method of the route, `exp` against the clock, `maxAge`,
+   * `iat` with the clock skew, and a `jti` on single-use routes.
+   */
+  #checkRequest(claims: VerifiedClaims, route: ServiceAuthRoute, lxm: string | undefined): void {
+    if (!audienceMatches(claims.aud, route.aud ?? this.options.serviceAuth.serviceDids)) {
+      throw refuse('BadJwtAudience', 'The token is for another service (aud).');
+    }
+    if (lxm === undefined) {
+      throw refuse('BadJwtLexiconMethod', 'This path names no method (/xrpc/<nsid>).');
+    }
+    if (claims.lxm === null) {
+      if (!route.allowMethodless) {
+        throw refuse('BadJwtLexiconMethod', `The token names no method (lxm); must be ${lxm}.`);
+      }
+    } else if (claims.lxm !== lxm) {
+      throw refuse('BadJwtLexiconMethod', `The token is for another method (lxm); must be ${lxm}.`);
+    }
+    const { maxAgeMs, clockSkewMs } = this.options.serviceAuth;
+    const { exp, iat } = claims;
+    const now = Date.now();
+    if (now / 1000 > exp) throw refuse('JwtExpired', 'The token has expired.');
+    const maxAhead = claims.lxm === null ? Math.min(maxAgeMs, METHODLESS_MAX_AGE_MS) : maxAgeMs;
+    if (exp * 1000 - now > maxAhead + clockSkewMs) {
+      throw refuse(
+        'BadJwtExpiration',
+        `The token expires too far ahead (at most ${Math.round(maxAhead / 1000)} s${claims.lxm === null ? ' without lxm' : ''}).`,
+      );
+    }
+    if (iat !== undefined && iat * 1000 > now + clockSkewMs) {
+      throw refuse('BadJwtIssuedAt', 'The token is issued in the future (iat).');
+    }
+    if (route.singleUse && claims.jti === undefined) {
+      throw refuse('BadJwt', 'This route accepts each token once: the token needs a jti.');
+    }
   }
 
   async #claim(iss: string, jti: string, exp: number): Promise<void> {
@@ -345,16 +392,6 @@ export class AtProtoServiceJwtVerifier implements OnModuleInit {
     }
     return found;
   }
-}
-
-interface Claims {
-  iss: string;
-  did: string;
-  serviceId: string | undefined;
-  aud: string;
-  lxm: string | null;
-  exp: number;
-  jti: string | undefined;
 }
 
 function refuse(

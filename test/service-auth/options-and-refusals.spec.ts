@@ -40,14 +40,20 @@ describe('serviceAuth options', () => {
     });
   });
 
-  it('inbound: no audience, a 1 h maxAge, a 5 s clock skew, jtis in memory without redis', async () => {
+  it('inbound: no audience, a 1 h maxAge, a 5 s clock skew, jtis in memory without redis, 10,000 verified tokens', async () => {
     const resolved = await resolveAtProtoOptions(base);
     expect(resolved.serviceAuth).toMatchObject({
       serviceDids: [],
       maxAgeMs: 3_600_000,
       clockSkewMs: 5_000,
       replayStore: 'memory',
+      verifiedCacheMaxEntries: 10_000,
     });
+    const off = await resolveAtProtoOptions({
+      ...base,
+      serviceAuth: { verifiedCacheMaxEntries: 0 },
+    });
+    expect(off.serviceAuth.verifiedCacheMaxEntries).toBe(0);
   });
 
   it('inbound: serviceDid and serviceDids together, once each; jtis in Redis with redis', async () => {
@@ -92,6 +98,13 @@ describe('serviceAuth options', () => {
     [{ clockSkew: -1 }, 'serviceAuth.clockSkew must be >= 0'],
     [{ clockSkew: 600_000 }, 'serviceAuth.clockSkew must be at most 300000 ms'],
     [{ replayStore: 'disk' }, "serviceAuth.replayStore must be 'redis' or 'memory'"],
+    [{ verifiedCacheMaxEntries: -1 }, 'serviceAuth.verifiedCacheMaxEntries must be >= 0'],
+    [{ verifiedCacheMaxEntries: 2.5 }, 'serviceAuth.verifiedCacheMaxEntries must be a whole'],
+    [
+      { verifiedCacheMaxEntries: 1_000_001 },
+      'serviceAuth.verifiedCacheMaxEntries must be at most 1000000',
+    ],
+    [{ verifiedCacheMaxEntries: '10' }, 'serviceAuth.verifiedCacheMaxEntries must be a number'],
     [{ replayStore: 'redis' }, "serviceAuth.replayStore: 'redis' needs the redis option"],
     [{ didDocument: { services: [] } }, 'serviceAuth.didDocument.services must name at least one'],
     [
