@@ -4,7 +4,6 @@
  * (a lagging replica would hide the revocation the cursor exists to see).
  */
 import { randomBytes } from 'node:crypto';
-import { DataSource } from 'typeorm';
 import {
   MemoryApiKeyStore,
   MemoryAppSessionStore,
@@ -13,11 +12,9 @@ import {
 } from 'nestjs-atproto-auth';
 import type { AtProtoApiKeyStore } from '../../lib/api-keys/api-key.store.js';
 import type { AppSessionStore } from '../../lib/storage/store.interface.js';
-import {
-  createReplicatedTestDatabases,
-  DIALECTS,
-  migratedDataSource,
-} from '../support/databases.js';
+import { useDataSource } from '../support/data-source-hook.js';
+import { DIALECTS, migratedDataSource } from '../support/databases.js';
+import { REPLICA_DIALECTS, replicatedDataSource } from '../support/replicated-data-source.js';
 
 const T = 1_800_000_000_000;
 const DID = 'did:plc:revokedsince234567abcdefg';
@@ -81,33 +78,17 @@ it('memory stores', async () => {
 });
 
 describe.each(DIALECTS)('TypeORM stores on %s', (dialect) => {
-  let ds: DataSource;
-  let close: () => Promise<void>;
-  beforeAll(async () => {
-    ({ dataSource: ds, close } = await migratedDataSource(dialect, 'revoked_since'));
-  });
-  afterAll(() => close?.());
+  const ds = useDataSource(() => migratedDataSource(dialect, 'revoked_since'));
 
   it('lists the revocations after the instant, oldest first, limited', async () => {
-    await check(new TypeOrmAppSessionStore(ds), new TypeOrmApiKeyStore(ds));
+    await check(new TypeOrmAppSessionStore(ds()), new TypeOrmApiKeyStore(ds()));
   });
 });
 
-describe.each(['postgres', 'mariadb'] as const)('with a lagging replica on %s', (dialect) => {
-  let ds: DataSource;
-  let drop: () => Promise<void>;
-  beforeAll(async () => {
-    const dbs = await createReplicatedTestDatabases(dialect, 'revoked_since_replica');
-    drop = dbs.drop;
-    ds = new DataSource(dbs.options);
-    await ds.initialize();
-  });
-  afterAll(async () => {
-    await ds?.destroy();
-    await drop?.();
-  });
+describe.each(REPLICA_DIALECTS)('with a lagging replica on %s', (dialect) => {
+  const ds = useDataSource(() => replicatedDataSource(dialect, 'revoked_since_replica'));
 
   it('reads the primary', async () => {
-    await check(new TypeOrmAppSessionStore(ds), new TypeOrmApiKeyStore(ds));
+    await check(new TypeOrmAppSessionStore(ds()), new TypeOrmApiKeyStore(ds()));
   });
 });

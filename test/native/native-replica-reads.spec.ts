@@ -5,85 +5,70 @@
  * rotated token current).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { DataSource } from 'typeorm';
 import { TypeOrmAppSessionStore } from 'nestjs-atproto-auth';
 import { AtProtoNativeRefreshFamilyEntity } from '../../lib/storage/entities/native-refresh-family.entity.js';
 import { TypeOrmNativeStore } from '../../lib/storage/typeorm/typeorm-native.store.js';
-import { createReplicatedTestDatabases } from '../support/databases.js';
+import { useDataSource } from '../support/data-source-hook.js';
+import { REPLICA_DIALECTS, replicatedDataSource } from '../support/replicated-data-source.js';
 import { randomDid } from './support/native-world.js';
 
 const MINUTE = 60_000;
 const sha256Hex = (v: string) => createHash('sha256').update(v).digest('hex');
 const random = () => randomBytes(32).toString('base64url');
 
-describe.each(['postgres', 'mariadb'] as const)(
-  'native reads with a lagging replica on %s',
-  (dialect) => {
-    let ds: DataSource;
-    let drop: () => Promise<void>;
+describe.each(REPLICA_DIALECTS)('native reads with a lagging replica on %s', (dialect) => {
+  const ds = useDataSource(() => replicatedDataSource(dialect, 'native_replica'));
 
-    beforeAll(async () => {
-      const dbs = await createReplicatedTestDatabases(dialect, 'native_replica');
-      drop = dbs.drop;
-      ds = new DataSource(dbs.options);
-      await ds.initialize();
+  it('reads codes and families on the primary: consume, pending logins, rotation, cleanup', async () => {
+    const store = new TypeOrmNativeStore(ds());
+    const now = Date.now();
+    const did = randomDid();
+    const code = {
+      id: sha256Hex(random()),
+      did,
+      redirectUri: 'com.example.app:/oauth/callback',
+      codeChallenge: random(),
+      createdAt: new Date(now),
+      expiresAt: new Date(now + MINUTE),
+      usedAt: null,
+    };
+    await store.createCode(code);
+    expect(await store.hasPendingCode(did, new Date(now))).toBe(true);
+    expect(await store.consumeCode(code.id, code, new Date(now + 1))).toMatchObject({ did });
+
+    const family = {
+      id: sha256Hex(random()),
+      did,
+      currentJti: random(),
+      previousJti: null,
+      rotatedAt: new Date(now),
+      createdAt: new Date(now),
+      expiresAt: new Date(now - 1),
+      revokedAt: null,
+    };
+    await store.createFamily(family);
+    // Really a replica setup: a plain find misses the row just written.
+    expect(
+      await ds().getRepository(AtProtoNativeRefreshFamilyEntity).findOneBy({ id: family.id }),
+    ).toBeNull();
+    expect(await store.getFamily(family.id)).toEqual(family);
+    const next = random();
+    expect(await store.rotateFamily(family.id, family.currentJti, next, new Date(now + 2))).toBe(
+      true,
+    );
+    expect((await store.getFamily(family.id))?.currentJti).toBe(next);
+
+    // Cleanup: the expired family and the expired code are found (on the primary).
+    await new TypeOrmAppSessionStore(ds()).create({
+      id: family.id,
+      did,
+      createdAt: new Date(now),
+      expiresAt: new Date(now + MINUTE),
+      lastSeenAt: new Date(now),
+      revokedAt: null,
+      userAgent: null,
     });
-    afterAll(async () => {
-      await ds?.destroy();
-      await drop?.();
-    });
-
-    it('reads codes and families on the primary: consume, pending logins, rotation, cleanup', async () => {
-      const store = new TypeOrmNativeStore(ds);
-      const now = Date.now();
-      const did = randomDid();
-      const code = {
-        id: sha256Hex(random()),
-        did,
-        redirectUri: 'com.example.app:/oauth/callback',
-        codeChallenge: random(),
-        createdAt: new Date(now),
-        expiresAt: new Date(now + MINUTE),
-        usedAt: null,
-      };
-      await store.createCode(code);
-      expect(await store.hasPendingCode(did, new Date(now))).toBe(true);
-      expect(await store.consumeCode(code.id, code, new Date(now + 1))).toMatchObject({ did });
-
-      const family = {
-        id: sha256Hex(random()),
-        did,
-        currentJti: random(),
-        previousJti: null,
-        rotatedAt: new Date(now),
-        createdAt: new Date(now),
-        expiresAt: new Date(now - 1),
-        revokedAt: null,
-      };
-      await store.createFamily(family);
-      // Really a replica setup: a plain find misses the row just written.
-      expect(
-        await ds.getRepository(AtProtoNativeRefreshFamilyEntity).findOneBy({ id: family.id }),
-      ).toBeNull();
-      expect(await store.getFamily(family.id)).toEqual(family);
-      const next = random();
-      expect(await store.rotateFamily(family.id, family.currentJti, next, new Date(now + 2))).toBe(
-        true,
-      );
-      expect((await store.getFamily(family.id))?.currentJti).toBe(next);
-
-      // Cleanup: the expired family and the expired code are found (on the primary).
-      await new TypeOrmAppSessionStore(ds).create({
-        id: family.id,
-        did,
-        createdAt: new Date(now),
-        expiresAt: new Date(now + MINUTE),
-        lastSeenAt: new Date(now),
-        revokedAt: null,
-        userAgent: null,
-      });
-      expect(await store.deleteEndedFamilies({ now, revokedBefore: now - MINUTE }, 10)).toBe(1);
-      expect(await store.deleteExpiredCodes(now + 2 * MINUTE, 10)).toBe(1);
-    });
-  },
-);
+    expect(await store.deleteEndedFamilies({ now, revokedBefore: now - MINUTE }, 10)).toBe(1);
+    expect(await store.deleteExpiredCodes(now + 2 * MINUTE, 10)).toBe(1);
+  });
+});

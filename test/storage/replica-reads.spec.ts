@@ -5,7 +5,6 @@
  * reaches it shows up as a missing row.
  */
 import { randomBytes } from 'node:crypto';
-import { DataSource } from 'typeorm';
 import {
   KeyRing,
   installKeyRing,
@@ -16,9 +15,10 @@ import {
   TypeOrmStateStore,
 } from 'nestjs-atproto-auth';
 import { TypeOrmCleanupTarget } from '../../lib/cleanup/typeorm-cleanup.target.js';
-import { createReplicatedTestDatabases } from '../support/databases.js';
+import { useDataSource } from '../support/data-source-hook.js';
 import { randomKey } from '../support/key-ring.js';
-import { randomDid, sessionValue, stateValue } from '../support/raw-sql.js';
+import { p, randomDid, sessionValue, stateValue } from '../support/raw-sql.js';
+import { REPLICA_DIALECTS, replicatedDataSource } from '../support/replicated-data-source.js';
 
 const HOUR = 3_600_000;
 const KEY_1 = randomKey();
@@ -37,37 +37,27 @@ function appSession(did: string, now: number, overrides: { lastSeenAt?: number }
   };
 }
 
-describe.each(['postgres', 'mariadb'] as const)('reads with a lagging replica on %s', (dialect) => {
-  let ds: DataSource;
-  let drop: () => Promise<void>;
-
-  beforeAll(async () => {
-    const dbs = await createReplicatedTestDatabases(dialect, 'replica');
-    drop = dbs.drop;
-    ds = new DataSource(dbs.options);
-    await ds.initialize();
-  });
-  afterAll(async () => {
-    await ds?.destroy();
-    await drop?.();
-  });
+describe.each(REPLICA_DIALECTS)('reads with a lagging replica on %s', (dialect) => {
+  const ds = useDataSource(() => replicatedDataSource(dialect, 'replica'));
 
   it('is a real replica setup: TypeORM sends a plain find to the (empty) replica', async () => {
-    const store = new TypeOrmAppSessionStore(ds);
+    const store = new TypeOrmAppSessionStore(ds());
     const record = appSession(randomDid(), Date.now());
     await store.create(record);
     // The write reached the primary, and a find through the DataSource's default read mode
     // misses it: without that, the tests below would prove nothing.
-    expect(await ds.getRepository(AtProtoAppSessionEntity).findOneBy({ id: record.id })).toBe(null);
-    const [row] = (await ds.query(
-      `SELECT COUNT(*) AS n FROM atproto_app_session WHERE id = ${dialect === 'postgres' ? '$1' : '?'}`,
+    expect(await ds().getRepository(AtProtoAppSessionEntity).findOneBy({ id: record.id })).toBe(
+      null,
+    );
+    const [row] = (await ds().query(
+      `SELECT COUNT(*) AS n FROM atproto_app_session WHERE id = ${p(dialect, 1)}`,
       [record.id],
     )) as Array<{ n: unknown }>;
     expect(Number(row?.n)).toBe(1);
   });
 
   it('state store: get sees the state set a moment before', async () => {
-    const store = new TypeOrmStateStore(ds, { ttlMs: HOUR });
+    const store = new TypeOrmStateStore(ds(), { ttlMs: HOUR });
     const key = randomBytes(16).toString('base64url');
     const value = stateValue();
     await store.set(key, value);
@@ -75,7 +65,7 @@ describe.each(['postgres', 'mariadb'] as const)('reads with a lagging replica on
   });
 
   it('session store: get sees the session (the rotated refresh token) set a moment before', async () => {
-    const store = new TypeOrmSessionStore(ds, { ttlMs: HOUR });
+    const store = new TypeOrmSessionStore(ds(), { ttlMs: HOUR });
     const did = randomDid();
     await store.set(did, sessionValue(did));
     const rotated = sessionValue(did);
@@ -84,7 +74,7 @@ describe.each(['postgres', 'mariadb'] as const)('reads with a lagging replica on
   });
 
   it('session store: getVersioned sees the version written a moment before', async () => {
-    const store = new TypeOrmSessionStore(ds, { ttlMs: HOUR });
+    const store = new TypeOrmSessionStore(ds(), { ttlMs: HOUR });
     const did = randomDid();
     await store.set(did, sessionValue(did));
     const first = await store.getVersioned(did);
@@ -97,7 +87,7 @@ describe.each(['postgres', 'mariadb'] as const)('reads with a lagging replica on
   });
 
   it('app session store: get, listForDid and a revocation are seen at once', async () => {
-    const store = new TypeOrmAppSessionStore(ds);
+    const store = new TypeOrmAppSessionStore(ds());
     const did = randomDid();
     const now = Date.now();
     const a = appSession(did, now);
@@ -114,10 +104,10 @@ describe.each(['postgres', 'mariadb'] as const)('reads with a lagging replica on
 
   it('cleanup selects see rows written a moment before, and never take an active user for an inactive one', async () => {
     const now = Date.now();
-    const states = new TypeOrmStateStore(ds, { ttlMs: HOUR, now: () => now - 2 * HOUR });
-    const sessions = new TypeOrmSessionStore(ds, { ttlMs: HOUR, now: () => now - 2 * HOUR });
-    const apps = new TypeOrmAppSessionStore(ds);
-    const target = new TypeOrmCleanupTarget(ds);
+    const states = new TypeOrmStateStore(ds(), { ttlMs: HOUR, now: () => now - 2 * HOUR });
+    const sessions = new TypeOrmSessionStore(ds(), { ttlMs: HOUR, now: () => now - 2 * HOUR });
+    const apps = new TypeOrmAppSessionStore(ds());
+    const target = new TypeOrmCleanupTarget(ds());
 
     const key = randomBytes(16).toString('base64url');
     await states.set(key, stateValue());
@@ -140,9 +130,9 @@ describe.each(['postgres', 'mariadb'] as const)('reads with a lagging replica on
 
   it('cleanup: oauthSessionsWithoutActiveAppSession reads the primary', async () => {
     const now = Date.now();
-    const sessions = new TypeOrmSessionStore(ds, { ttlMs: HOUR });
-    const apps = new TypeOrmAppSessionStore(ds);
-    const target = new TypeOrmCleanupTarget(ds);
+    const sessions = new TypeOrmSessionStore(ds(), { ttlMs: HOUR });
+    const apps = new TypeOrmAppSessionStore(ds());
+    const target = new TypeOrmCleanupTarget(ds());
     const withApp = randomDid();
     const without = randomDid();
     await sessions.set(withApp, sessionValue(withApp));
@@ -158,14 +148,14 @@ describe.each(['postgres', 'mariadb'] as const)('reads with a lagging replica on
   });
 
   it('reencrypt reads the rows to rewrite from the primary', async () => {
-    const store = new TypeOrmSessionStore(ds, { ttlMs: HOUR });
+    const store = new TypeOrmSessionStore(ds(), { ttlMs: HOUR });
     const did = randomDid();
     await store.set(did, sessionValue(did));
     const next = new KeyRing({
       activeKeyId: 'replica-2',
       keys: { 'replica-1': KEY_1, 'replica-2': randomKey() },
     });
-    const result = await reencrypt(ds, { keyRing: next });
+    const result = await reencrypt(ds(), { keyRing: next });
     expect(result.tables.atproto_oauth_session.rewritten).toBeGreaterThanOrEqual(1);
     expect(result.failures).toEqual([]);
   });
