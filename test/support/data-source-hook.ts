@@ -26,3 +26,29 @@ export function useDataSource(
     return opened.dataSource;
   };
 }
+
+/**
+ * Initializes `dataSource` on a test database that `drop` removes, and returns it with a `close`
+ * that destroys it and then drops the database. When initializing fails, the database is dropped
+ * at once (nobody else holds a handle that could) and the error is thrown.
+ *
+ * @internal
+ */
+export async function openOnTestDatabase(
+  dataSource: DataSource,
+  drop: () => Promise<void>,
+): Promise<{ dataSource: DataSource; close: () => Promise<void> }> {
+  try {
+    await dataSource.initialize();
+  } catch (error) {
+    await drop();
+    throw error;
+  }
+  return {
+    dataSource,
+    close: async () => {
+      await dataSource.destroy();
+      await drop();
+    },
+  };
+}

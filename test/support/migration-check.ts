@@ -1,5 +1,6 @@
 import { DataSource } from 'typeorm';
 import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
+import { openOnTestDatabase } from './data-source-hook.js';
 import { createTestDatabase, type Dialect } from './databases.js';
 
 // Helpers for the migration tests: a fresh database on which no migration has run yet, what
@@ -22,20 +23,7 @@ export async function unmigratedDataSource(
     entities: [...atProtoEntities],
     migrations: atProtoMigrations(),
   });
-  try {
-    await dataSource.initialize();
-  } catch (error) {
-    // No DataSource to hand back, so nobody else could drop the database.
-    await db.drop();
-    throw error;
-  }
-  return {
-    dataSource,
-    close: async () => {
-      await dataSource.destroy();
-      await db.drop();
-    },
-  };
+  return openOnTestDatabase(dataSource, db.drop);
 }
 
 /**

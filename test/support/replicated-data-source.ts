@@ -1,4 +1,5 @@
 import { DataSource } from 'typeorm';
+import { openOnTestDatabase } from './data-source-hook.js';
 import { createReplicatedTestDatabases, type Dialect } from './databases.js';
 
 /** The dialects with a replica setup in the tests (SQLite has no `replication`). */
@@ -17,19 +18,5 @@ export async function replicatedDataSource(
   label: string,
 ): Promise<{ dataSource: DataSource; close: () => Promise<void> }> {
   const dbs = await createReplicatedTestDatabases(dialect, label);
-  const dataSource = new DataSource(dbs.options);
-  try {
-    await dataSource.initialize();
-  } catch (error) {
-    // No DataSource to hand back, so nobody else could drop the databases.
-    await dbs.drop();
-    throw error;
-  }
-  return {
-    dataSource,
-    close: async () => {
-      await dataSource.destroy();
-      await dbs.drop();
-    },
-  };
+  return openOnTestDatabase(new DataSource(dbs.options), dbs.drop);
 }
