@@ -12,6 +12,8 @@ export const AT_PROTO_APP_SESSION_STORE = Symbol('AT_PROTO_APP_SESSION_STORE');
 export const AT_PROTO_MODULE_EXTRAS = Symbol('AT_PROTO_MODULE_EXTRAS');
 /** @internal Metadata key set by `@AtProtoCredentials()`. */
 export const AT_PROTO_CREDENTIALS_KEY = 'atproto:credentials';
+/** @internal Metadata key set by `@AtProtoScope()` (the parsed scopes, appended). */
+export const AT_PROTO_OAUTH_SCOPES_KEY = 'atproto:oauth-scopes';
 /** @internal Metadata key set by `@Public()`. */
 export const AT_PROTO_PUBLIC_KEY = 'atproto:public';
 /** @internal Property of the request object where the guard puts the authenticated user. */

@@ -28,6 +28,7 @@ import { AT_PROTO_API_KEY_STORE } from './api-keys/api-key.constants.js';
 import { AtProtoApiKeyService } from './api-keys/api-key.service.js';
 import type { AtProtoApiKeyStore } from './api-keys/api-key.store.js';
 import { atProtoNativeProviders } from './native/native.providers.js';
+import { ScopeRoutesCheck } from './scopes/scope-routes.check.js';
 import { MemoryApiKeyStore } from './storage/memory/memory-api-key.store.js';
 import { TypeOrmApiKeyStore } from './storage/typeorm/typeorm-api-key.store.js';
 import type { CleanupTarget } from './cleanup/cleanup.interface.js';
@@ -253,6 +254,8 @@ export const atProtoProviders: Provider[] = [
   ServiceDidDocumentRoute,
   AtProtoExceptionFilter,
   { provide: APP_FILTER, useExisting: AtProtoExceptionFilter },
+  // @AtProtoScope routes: every scope they name can be obtained by a login.
+  ScopeRoutesCheck,
 ];
 
 function buildStores(options: ResolvedAtProtoOptions, found: DataSource | null): Stores {

@@ -44,6 +44,7 @@ export {
 } from './filters/at-proto-exception.filter.js';
 export type { AtProtoRequestAuth } from './guards/at-proto-request-auth.js';
 export { AtProtoDid, AtProtoSession, Public } from './decorators/index.js';
+export { AtProtoScope } from './decorators/at-proto-scope.decorator.js';
 export {
   AtProtoCredentials,
   type AtProtoCredentialsOptions,

@@ -8,3 +8,4 @@ export * from './at-proto-lock.error.js';
 export * from './at-proto-service-auth.error.js';
 export * from './at-proto-service-jwt.error.js';
 export * from './at-proto-bot-session.error.js';
+export * from './at-proto-insufficient-scope.exception.js';

@@ -10,6 +10,7 @@ import { Reflector } from '@nestjs/core';
 import type { OAuthSession } from '@atproto/oauth-client-node';
 import {
   AT_PROTO_CREDENTIALS_KEY,
+  AT_PROTO_OAUTH_SCOPES_KEY,
   AT_PROTO_OPTIONS,
   AT_PROTO_PUBLIC_KEY,
   AT_PROTO_REQUEST_KEY,
@@ -20,6 +21,9 @@ import { JWT_SHAPE } from '../native/native-tokens.js';
 import { AtProtoNativeService } from '../native/native.service.js';
 import type { AtProtoCredentialsOptions } from '../decorators/at-proto-credentials.decorator.js';
 import { AtProtoSessionUnavailableError } from '../errors/at-proto-http.errors.js';
+import { AtProtoInsufficientScopeException } from '../errors/at-proto-insufficient-scope.exception.js';
+import { normalizeReturnTo } from '../oauth/login-input.js';
+import { missingScopes, type RequiredScope } from '../scopes/oauth-scopes.js';
 import { AT_PROTO_MESSAGES, toHttpException } from '../errors/to-http-exception.js';
 import { AtProtoAuthService } from '../oauth/at-proto-auth.service.js';
 import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
@@ -104,6 +108,13 @@ export class AtProtoAuthGuard implements CanActivate {
     } catch (error) {
       throw asHttpError(error);
     }
+    if (route.oauthScopes.length > 0) {
+      return Promise.resolve(found)
+        .then((f) => this.#withScopes(req, context, route, f))
+        .catch((error: unknown) => {
+          throw asHttpError(error);
+        });
+    }
     if (found instanceof Promise) {
       return found.then(
         (f) => this.#attach(req, f),
@@ -113,6 +124,74 @@ export class AtProtoAuthGuard implements CanActivate {
       );
     }
     return this.#attach(req, found);
+  }
+
+  /**
+   * `@AtProtoScope()`: the scopes the user's OAuth session was granted, read from the store
+   * on every request of such a route (no cache: right after a step-up on another instance,
+   * the wider grant must count at once, or the user would be sent to log in again).
+   */
+  async #withScopes(
+    req: HttpRequestLike,
+    context: ExecutionContext,
+    route: RouteRules,
+    found: Authenticated | undefined,
+  ): Promise<true> {
+    if (!found) return true; // a public route, without a (valid) credential
+    const granted = await this.auth.grantedScope(found.did);
+    if (granted === undefined) {
+      if (route.isPublic) return true;
+      throw new AtProtoSessionUnavailableError(AT_PROTO_MESSAGES.sessionEnded, { did: found.did });
+    }
+    const missing = missingScopes(granted, route.oauthScopes);
+    if (missing.length === 0) return this.#attach(req, found);
+    if (route.isPublic) return true;
+    const scope = missing.map((m) => m.scope).join(' ');
+    const loginUrl = new URL(this.options.urls.login);
+    loginUrl.search = new URLSearchParams({
+      input: found.did,
+      scope: this.options.declaredScopes.stepUpScope(granted, missing),
+      returnTo: this.#returnTo(req),
+    }).toString();
+    if (found.credential !== 'cookie') {
+      // RFC 6750 §3.1; the scope tokens cannot hold a quote or a backslash (checked by
+      // @AtProtoScope()).
+      context
+        .switchToHttp()
+        .getResponse<{ setHeader?(n: string, v: string): unknown }>()
+        .setHeader?.('WWW-Authenticate', `Bearer error="insufficient_scope", scope="${scope}"`);
+    }
+    throw new AtProtoInsufficientScopeException(scope, loginUrl.href);
+  }
+
+  /**
+   * Where a step-up login returns: the request's own `returnTo` query, else the page that
+   * sent it (a same-origin or trusted `Referer`), else `afterLoginPath`. Each is checked as
+   * the login route checks `returnTo`; the first acceptable one wins.
+   */
+  #returnTo(req: HttpRequestLike): string {
+    const { publicUrl, afterLoginPath, trustedOrigins, origin } = this.options;
+    const raw = req.originalUrl ?? req.url;
+    const url = typeof raw === 'string' ? raw : '';
+    const fromQuery = URL.canParse(url, 'http://x.invalid')
+      ? new URL(url, 'http://x.invalid').searchParams.get('returnTo')
+      : null;
+    const referer = req.headers.referer;
+    let fromReferer: string | undefined;
+    if (typeof referer === 'string' && URL.canParse(referer)) {
+      const page = new URL(referer);
+      fromReferer =
+        page.origin === origin ? `${page.pathname}${page.search}${page.hash}` : page.href;
+    }
+    for (const candidate of [fromQuery, fromReferer]) {
+      if (candidate === null || candidate === undefined || candidate === '') continue;
+      try {
+        return normalizeReturnTo(candidate, publicUrl, afterLoginPath, trustedOrigins);
+      } catch {
+        // Not acceptable as a place to return to: try the next one.
+      }
+    }
+    return afterLoginPath;
   }
 
   /** The route's rules, read from its metadata once. */
@@ -133,6 +212,9 @@ export class AtProtoAuthGuard implements CanActivate {
         true,
       allow: credentials?.allow ?? this.options.credentialsAllow,
       scopes: credentials?.scopes ?? [],
+      oauthScopes: targets.flatMap(
+        (t) => (Reflect.getMetadata(AT_PROTO_OAUTH_SCOPES_KEY, t) ?? []) as RequiredScope[],
+      ),
     };
     if (!byClass) this.#routes.set(handler, (byClass = new WeakMap()));
     byClass.set(cls, rules);
@@ -320,6 +402,8 @@ interface RouteRules {
   readonly allow: readonly AtProtoCredentialKind[];
   /** API-key scopes the route requires. */
   readonly scopes: readonly string[];
+  /** OAuth scopes the user's session must have been granted (`@AtProtoScope()`). */
+  readonly oauthScopes: readonly RequiredScope[];
 }
 
 /** The database is unreachable (retries exhausted): say so (503), rather than a 500. */

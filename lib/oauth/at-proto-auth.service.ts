@@ -35,6 +35,7 @@ import { describeError } from '../errors/describe-error.js';
 import { type AtProtoOAuthSessionView, readOAuthSessionView } from '../session/session-view.js';
 import { AT_PROTO_MESSAGES, causeChain, findMappedError } from '../errors/to-http-exception.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
+import { LoginAccountMismatch, loginExpectation } from './login-expectation.js';
 import { oauthPhase } from './oauth-phase.js';
 import { type RequestOutcome, requestOutcome } from './request-outcome.js';
 import { heldLock, SessionLocks } from './session-locks.js';
@@ -47,6 +48,8 @@ interface LoginAppState {
   r: string;
   /** A native or CLI app's login: what it asked for, handed back at the callback. */
   n?: unknown;
+  /** A step-up login: the DID that must sign in (the app session's that asked). */
+  d?: string;
 }
 
 const STATE_PARAM = /^[\x21-\x7e]{1,255}$/;
@@ -77,13 +80,15 @@ export class AtProtoAuthService {
 
   /**
    * The OAuth client's `authorize()`: the authorization URL for `input` (a handle, DID or
-   * PDS URL, checked first). No browser binding: prefer {@link beginLogin} for browsers.
+   * PDS URL, checked first), asking for `options.scope` (default: the module's `scope`
+   * option, without the `optionalScopes`). No browser binding: prefer {@link beginLogin}
+   * for browsers.
    * @throws AtProtoBadRequestError for bad input or an unresolvable identity
    */
   async authorize(input: unknown, options: { state?: string; scope?: string } = {}): Promise<URL> {
     const identity = normalizeLoginInput(input, this.options.allowHttpServers);
     try {
-      return await this.client.authorize(identity, options);
+      return await this.client.authorize(identity, { scope: this.options.scope, ...options });
     } catch (error) {
       throw this.authorizeError(identity, error);
     }
@@ -118,14 +123,21 @@ export class AtProtoAuthService {
    * (the module keeps it in a short-lived HttpOnly cookie) so that a callback opened in
    * another browser is refused. `native` (JSON-serialisable) is kept in the login's state and
    * handed back to `completeLogin`'s `whileLocked`.
-   * @throws AtProtoBadRequestError for bad input or an unresolvable identity
+   *
+   * `scope` asks for declared scopes (the module's `scope` and `optionalScopes`, space-separated)
+   * on top of the `scope` option; `expectedDid` makes it a step-up login of that account:
+   * the callback then refuses another account (400) and changes nothing, neither this
+   * account's session nor the other's.
+   * @throws AtProtoBadRequestError for bad input, a scope the app does not declare, or an
+   * unresolvable identity
    * @throws AtProtoUpstreamError when the user's servers cannot be reached
    */
   async beginLogin(
     input: unknown,
-    options: { returnTo?: unknown; native?: unknown } = {},
+    options: { returnTo?: unknown; native?: unknown; scope?: unknown; expectedDid?: string } = {},
   ): Promise<{ url: URL; bindingNonce: string; returnTo: string }> {
     const identity = normalizeLoginInput(input, this.options.allowHttpServers);
+    const scope = this.loginScope(options.scope);
     const returnTo = normalizeReturnTo(
       options.returnTo,
       this.options.publicUrl,
@@ -137,12 +149,35 @@ export class AtProtoAuthService {
       b: sha256(bindingNonce),
       r: returnTo,
       ...(options.native !== undefined ? { n: options.native } : {}),
+      ...(options.expectedDid !== undefined ? { d: options.expectedDid } : {}),
     };
     try {
-      const url = await this.client.authorize(identity, { state: JSON.stringify(appState) });
+      const url = await this.client.authorize(identity, { state: JSON.stringify(appState), scope });
       return { url, bindingNonce, returnTo };
     } catch (error) {
       throw this.authorizeError(identity, error);
+    }
+  }
+
+  /** The scope a login asks for: the `scope` option, plus the declared scopes requested. */
+  private loginScope(requested: unknown): string {
+    // Always sent: without it the OAuth client asks for the metadata's scope, which declares
+    // the optional scopes too.
+    if (requested === undefined || requested === null || requested === '') {
+      return this.options.scope;
+    }
+    if (typeof requested !== 'string' || requested.length > 4096) {
+      throw new AtProtoBadRequestError('scope must be scopes separated by spaces.');
+    }
+    try {
+      return this.options.declaredScopes.loginScope(requested);
+    } catch (error) {
+      const token = error instanceof TypeError ? error.message : '';
+      // Echoed only when it looks like a scope (no markup, bounded).
+      const shown = /^[\x21-\x7e]{1,200}$/.test(token) ? ` "${token}"` : '';
+      throw new AtProtoBadRequestError(
+        `The scope${shown} is not one this app asks for: only the scopes its client metadata declares (the module's scope and optionalScopes) can be requested.`,
+      );
     }
   }
 
@@ -179,10 +214,12 @@ export class AtProtoAuthService {
    * instance, and so that cleanup or a logout elsewhere cannot revoke the new session before
    * its first app session exists (the module's callback route creates it in `whileLocked`,
    * or, for a native app's login, the one-time code the app exchanges for its session;
-   * `whileLocked` gets what `beginLogin` was given as `native`).
+   * `whileLocked` gets what `beginLogin` was given as `native`, and its `expectedDid`).
    * @returns the DID, the OAuth session, where to send the browser, and what `whileLocked` returned
    * @throws AtProtoBadRequestError for a forged, expired, replayed or foreign callback, a
-   * mismatching issuer, or an error answer from the authorization server
+   * mismatching issuer, an error answer from the authorization server, or a step-up login
+   * (`expectedDid`) signed in with another account (nothing is stored or replaced; the
+   * tokens obtained are revoked)
    * @throws AtProtoUpstreamError when the authorization server cannot be reached
    * @throws AtProtoUnavailableError / AtProtoLockError / AtProtoStoreError when the module's
    * storage or lock cannot be used right now (nothing was changed)
@@ -190,7 +227,11 @@ export class AtProtoAuthService {
   async completeLogin<T = undefined>(
     params: URLSearchParams,
     bindingNonce: string | undefined | ((nonceHash: string) => string | undefined),
-    whileLocked?: (did: string, native: unknown) => Promise<T>,
+    whileLocked?: (
+      did: string,
+      native: unknown,
+      login: { expectedDid: string | undefined },
+    ) => Promise<T>,
   ): Promise<{ did: string; session: OAuthSession; returnTo: string; result: T | undefined }> {
     const state = params.get('state');
     if (!state || !STATE_PARAM.test(state)) {
@@ -210,7 +251,9 @@ export class AtProtoAuthService {
     state: string,
     params: URLSearchParams,
     bindingNonce: string | undefined | ((nonceHash: string) => string | undefined),
-    whileLocked: ((did: string, native: unknown) => Promise<T>) | undefined,
+    whileLocked:
+      | ((did: string, native: unknown, login: { expectedDid: string | undefined }) => Promise<T>)
+      | undefined,
   ): Promise<{ did: string; session: OAuthSession; returnTo: string; result: T | undefined }> {
     const saved = await this.stateStore.get(state);
     const appState = saved ? parseAppState(saved.appState) : undefined;
@@ -243,12 +286,24 @@ export class AtProtoAuthService {
     }
     return this.locks.holdUntilDone(async () => {
       let session: OAuthSession;
+      const expectedDid = appState.d;
+      const callback = () => oauthPhase.run('login', () => this.client.callback(params));
       try {
-        ({ session } = await oauthPhase.run('login', () => this.client.callback(params)));
+        ({ session } = await (expectedDid === undefined
+          ? callback()
+          : loginExpectation.run(expectedDid, callback)));
       } catch (error) {
+        if (findInCauses(error, LoginAccountMismatch)) {
+          throw new AtProtoBadRequestError(
+            'You signed in with another account than the one that asked for more permissions. Nothing was changed: sign in again with the same account to grant them.',
+            { cause: error },
+          );
+        }
         throw this.callbackError(error);
       }
-      const result = whileLocked ? await whileLocked(session.did, appState.n) : undefined;
+      const result = whileLocked
+        ? await whileLocked(session.did, appState.n, { expectedDid })
+        : undefined;
       return { did: session.did, session, returnTo: appState.r, result };
     });
   }
@@ -333,6 +388,17 @@ export class AtProtoAuthService {
    */
   async getSessionInfo(did: string): Promise<AtProtoOAuthSessionView | undefined> {
     return readOAuthSessionView(this.sessionStore, did, this.options.oauthSessionRetentionMs);
+  }
+
+  /**
+   * The scope the user's OAuth session was granted (space-separated), as stored: one read of
+   * the session, no lock, no network. What `@AtProtoScope()` routes are checked against.
+   * @returns the scope, or `undefined` when no session is stored
+   * @throws AtProtoStoreError / AtProtoDecryptionError when the store cannot be read
+   */
+  async grantedScope(did: string): Promise<string | undefined> {
+    const stored = await this.sessionStore.get(did);
+    return stored === undefined ? undefined : (stored.tokenSet.scope ?? '');
   }
 
   /**
@@ -488,7 +554,12 @@ function parseAppState(raw: string | undefined): LoginAppState | undefined {
   try {
     const value = JSON.parse(raw) as Partial<LoginAppState>;
     return typeof value.b === 'string' && typeof value.r === 'string'
-      ? { b: value.b, r: value.r, ...(value.n !== undefined ? { n: value.n } : {}) }
+      ? {
+          b: value.b,
+          r: value.r,
+          ...(value.n !== undefined ? { n: value.n } : {}),
+          ...(typeof value.d === 'string' ? { d: value.d } : {}),
+        }
       : undefined;
   } catch {
     return undefined;

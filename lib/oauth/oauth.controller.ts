@@ -148,7 +148,7 @@ export class OAuthControllerBase {
         // Under the user's session lock (see AtProtoAuthService.completeLogin): the first
         // app session of a browser, or the one-time code of a native app (which becomes its
         // app session when the app redeems it).
-        async (signedIn, nativeState): Promise<LoginOutcome> => {
+        async (signedIn, nativeState, { expectedDid }): Promise<LoginOutcome> => {
           const request = fromNativeLoginAppState(nativeState, this.options.native);
           if (request) {
             const url = await this.native.issueCode(signedIn, request);
@@ -158,6 +158,21 @@ export class OAuthControllerBase {
             signedIn,
             typeof userAgent === 'string' ? userAgent : undefined,
           );
+          // A step-up login (more scopes for the account already signed in here): this
+          // browser's app session is renewed (a new cookie, the old one ended), as after
+          // any change of privileges, so the device list does not grow by one per step-up.
+          if (expectedDid !== undefined) {
+            const previous = await this.appSessions
+              .validate(readCookie(req, this.options.cookie.sessionName))
+              .catch(() => undefined);
+            if (previous?.did === signedIn) {
+              await this.appSessions.revoke(previous.id).catch((error: unknown) => {
+                this.#logger.warn(
+                  `Step-up login: the previous app session is left to expire: ${describeError(error)}`,
+                );
+              });
+            }
+          }
           return { kind: 'browser', ...created };
         },
       ),
@@ -307,10 +322,20 @@ export class OAuthControllerBase {
     const request = await this.call(async () =>
       parseNativeLoginRequest(fields, this.options.native),
     );
+    // A browser signed in here that asks for more scopes (the loginUrl of a 403
+    // insufficient_scope) makes a step-up login: the same account must sign in.
+    const stepUpOf =
+      request === undefined && fields.scope !== undefined && fields.scope !== ''
+        ? await this.call(() =>
+            this.appSessions.validate(readCookie(req, this.options.cookie.sessionName)),
+          )
+        : undefined;
     const { url, bindingNonce } = await this.call(() =>
       this.auth.beginLogin(fields.input, {
         returnTo: fields.returnTo,
+        scope: fields.scope,
         ...(request ? { native: toNativeLoginAppState(request) } : {}),
+        ...(stepUpOf ? { expectedDid: stepUpOf.did } : {}),
       }),
     );
     // At most MAX_LOGIN_COOKIES logins under way per browser: starting one more drops the

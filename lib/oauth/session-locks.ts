@@ -3,6 +3,7 @@ import { Logger } from '@nestjs/common';
 import { describeError } from '../errors/describe-error.js';
 import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
 import { oauthPhase } from './oauth-phase.js';
+import { assertExpectedAccount } from './login-expectation.js';
 import { AtProtoLockError } from '../errors/at-proto-lock.error.js';
 import type { AtProtoLockLease, AtProtoRequestLock } from '../lock/request-lock.js';
 import { type AtProtoSessionStore, isVersionedSessionStore } from '../storage/store.interface.js';
@@ -232,6 +233,7 @@ export function fencedSessionStore(
   };
   return {
     get: async (did) => {
+      assertExpectedAccount(did);
       const scope = noRefreshScope.getStore();
       if (scope && scope.did === did) return scope.session;
       const frame = heldLock(sessionLockName(did));
@@ -240,8 +242,9 @@ export function fencedSessionStore(
       frame.versions.set(did, read?.version ?? null);
       return read?.value;
     },
-    set: (did, value) =>
-      noRefreshScope.exit(() =>
+    set: async (did, value) => {
+      assertExpectedAccount(did);
+      return noRefreshScope.exit(() =>
         locks.run(sessionLockName(did), async () => {
           const frame = heldLock(sessionLockName(did))!;
           const read = frame.versions.get(did);
@@ -259,9 +262,11 @@ export function fencedSessionStore(
           }
           frame.versions.set(did, next);
         }),
-      ),
-    del: (did) =>
-      noRefreshScope.exit(() =>
+      );
+    },
+    del: async (did) => {
+      assertExpectedAccount(did);
+      return noRefreshScope.exit(() =>
         locks.run(sessionLockName(did), async () => {
           const frame = heldLock(sessionLockName(did))!;
           const read = frame.versions.get(did);
@@ -274,6 +279,7 @@ export function fencedSessionStore(
           frame.versions.set(did, null);
           frame.deleted.add(did);
         }),
-      ),
+      );
+    },
   };
 }

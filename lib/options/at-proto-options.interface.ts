@@ -48,6 +48,20 @@ export interface AtProtoModuleOptions {
   scope?: string;
 
   /**
+   * Scopes a login may ask for later, on top of `scope`: what `@AtProtoScope()` routes need
+   * and step-up logins request. The authorization server refuses any scope the client
+   * metadata does not declare, so every scope a login can ask for is declared here, up
+   * front (they are added to the metadata's `scope`; a login asks only for `scope` until a
+   * route needs more). Concrete permission scopes such as
+   * `repo:app.bsky.feed.post?action=create`, `rpc:app.bsky.feed.getFeed?aud=*`,
+   * `blob:image/*`, `account:email`, `identity:handle`, `transition:chat.bsky`, or a
+   * permission set (`include:<nsid>`). A route that requires a scope neither declared here
+   * nor covered by `scope` fails the boot.
+   * @default []
+   */
+  optionalScopes?: readonly string[];
+
+  /**
    * Private ES256 signing keys for `private_key_jwt` (required with an https `publicUrl`),
    * each with a unique `kid`. Their public halves are served at `jwks.json`. Every OAuth
    * session is bound to the `kid` it was created with: keep a retired key listed (it stays

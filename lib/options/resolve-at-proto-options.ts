@@ -4,6 +4,7 @@ import {
   type Key,
   type OAuthClientMetadataInput,
 } from '@atproto/oauth-client-node';
+import { isAtprotoOauthScope } from '@atproto/oauth-scopes';
 import { z } from 'zod';
 import { KeyRing } from '../crypto/key-ring.js';
 import { parsePrivateHost } from '../oauth/outbound-fetch.js';
@@ -12,6 +13,7 @@ import { resolveNativeOptions } from '../native/native-options.js';
 import { resolveServiceAuthOptions } from '../service-auth/service-auth-options.js';
 import { resolveBotOptions } from '../bots/bot-options.js';
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
+import { DeclaredScopes } from '../scopes/oauth-scopes.js';
 import type {
   AtProtoModuleExtras,
   AtProtoModuleOptions,
@@ -73,6 +75,16 @@ const optionsSchema = z.object({
     .refine((s) => s.split(' ').includes('atproto'), {
       error: 'scope must contain "atproto" (e.g. "atproto transition:generic")',
     })
+    .optional(),
+  optionalScopes: z
+    .array(
+      z.string().refine((t) => isAtprotoOauthScope(t), {
+        error: (iss) =>
+          `optionalScopes: "${String(iss.input).slice(0, 80)}" is not an AT Protocol OAuth scope (repo:…, rpc:…, blob:…, account:…, identity:…, include:…, transition:…), one per entry`,
+      }),
+      { error: 'optionalScopes must be an array of scope strings' },
+    )
+    .max(100, { error: 'optionalScopes: at most 100 scopes' })
     .optional(),
   keys: z
     .array(z.union([z.string(), z.record(z.string(), z.unknown())]), {
@@ -375,7 +387,12 @@ export async function resolveAtProtoOptions(
     callback: route('callback'),
     logout: route('logout'),
   };
-  const scope = input.scope ?? DEFAULTS.scope;
+  const declaredScopes = new DeclaredScopes(
+    input.scope ?? DEFAULTS.scope,
+    input.optionalScopes ?? [],
+  );
+  // The client metadata declares every scope a login may ask for (the server refuses others).
+  const scope = declaredScopes.metadataScope;
   const clientName = input.clientName ?? DEFAULTS.clientName;
 
   let clientMetadata: OAuthClientMetadataInput;
@@ -428,7 +445,8 @@ export async function resolveAtProtoOptions(
     signingKeys,
     activeSigningKid: signingKeys[0]?.kid,
     keyRing: new KeyRing(input.encryption),
-    scope,
+    scope: declaredScopes.base.join(' '),
+    declaredScopes,
     cookie: {
       sessionName: `${hostPrefix}${cookieName}`,
       loginName: `${hostPrefix}${cookieName}_login`,

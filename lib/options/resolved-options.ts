@@ -6,6 +6,7 @@ import type { ResolvedBotOptions } from '../bots/bot-options.js';
 import type { OAuthClientMetadataInput } from '@atproto/oauth-client-node';
 import type { Key } from '@atproto/oauth-client-node';
 import type { KeyRing } from '../crypto/key-ring.js';
+import type { DeclaredScopes } from '../scopes/oauth-scopes.js';
 import type { TransientRetryOptions } from '../storage/transient-retry.js';
 
 /**
@@ -34,7 +35,10 @@ export interface ResolvedAtProtoOptions {
   /** `kid` of the active signing key (confidential client only). */
   readonly activeSigningKid: string | undefined;
   readonly keyRing: KeyRing;
+  /** What every login asks for (the `scope` option). */
   readonly scope: string;
+  /** `scope` and `optionalScopes`: what the client metadata declares. */
+  readonly declaredScopes: DeclaredScopes;
   readonly cookie: {
     readonly sessionName: string;
     readonly loginName: string;

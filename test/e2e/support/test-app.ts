@@ -9,6 +9,7 @@ import {
   Req,
   UnauthorizedException,
   type DynamicModule,
+  type Type,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
@@ -159,6 +160,8 @@ export async function startTestApp(
   pds: TestPds,
   database: DataSourceOptions,
   overrides: Partial<AtProtoModuleOptions> & AtProtoModuleExtras = {},
+  /** Controllers of the test's own, next to the shared ones. */
+  controllers: Type[] = [],
 ): Promise<TestApp> {
   const options: AtProtoModuleOptions & AtProtoModuleExtras = {
     publicUrl: APP_ORIGIN,
@@ -182,13 +185,14 @@ export async function startTestApp(
       } as DataSourceOptions),
       AtProtoModule.forRoot(options) as DynamicModule,
     ],
-    controllers: [MeController, HealthController],
+    controllers: [MeController, HealthController, ...controllers],
   })
   class E2eAppModule {}
 
   const logger = new CapturingLogger();
   logger.setLogLevels(['log', 'error', 'warn', 'debug', 'verbose', 'fatal']);
-  const app = await NestFactory.create(E2eAppModule, { logger });
+  // A boot error is thrown to the test (Nest's default aborts the process).
+  const app = await NestFactory.create(E2eAppModule, { logger, abortOnError: false });
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as AddressInfo;
   const url = `http://127.0.0.1:${port}`;
