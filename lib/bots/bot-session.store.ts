@@ -3,6 +3,7 @@ import { AtProtoBotSessionEntity } from '../storage/entities/bot-session.entity.
 import { assertSessionVersion, firstSessionVersion } from '../storage/session-version.js';
 import { type TransientRetryOptions, withTransientRetry } from '../storage/transient-retry.js';
 import { onPrimary } from '../storage/typeorm/primary.js';
+import { updateIfVersion } from '../storage/typeorm/update-if-version.js';
 import { upsertRow } from '../storage/typeorm/upsert.js';
 import { assertValidDid } from '../storage/validation.js';
 
@@ -172,35 +173,20 @@ export class TypeOrmBotSessionStore implements BotSessionStore {
   async setIfVersion(value: StoredBotSession, version: number): Promise<number | undefined> {
     assertValidDid(value.did);
     assertSessionVersion(version);
-    const now = this.#now();
-    const columns = this.#columns(value, now);
-    let attempt = 0;
-    return withTransientRetry(
-      'Saving a bot session',
-      async () => {
-        attempt++;
-        // One conditional UPDATE: it never inserts, so a session deleted meanwhile stays
-        // deleted.
-        const result = await this.#repo
-          .createQueryBuilder()
-          .update()
-          .set({ ...columns, version: this.#increment } as never)
-          .where({ did: value.did, version })
-          .execute();
-        if ((result.affected ?? 0) > 0) return version + 1;
-        if (attempt === 1) return undefined;
-        // A retry that matched nothing: the first attempt may have landed before its
-        // connection was lost. It is ours if the row holds exactly what we wrote.
-        const row = await this.#read(value.did);
-        const ours =
-          row !== null &&
-          Number(row.version) === version + 1 &&
-          row.updatedAt.getTime() === now &&
-          row.tokenSet === columns.tokenSet;
-        return ours ? version + 1 : undefined;
-      },
-      this.#retry,
-    );
+    // The OAuth session store's fenced write: a session deleted meanwhile stays deleted, and
+    // after a lost reply the write is ours if the row holds our JWTs. Unlike there, no expiry
+    // condition (`liveAt`): a row whose refresh JWT has expired is still updated when its
+    // version matches (MemoryBotSessionStore, which reads through get(), refuses such a row).
+    return updateIfVersion(this.#repo, {
+      what: 'Saving a bot session',
+      where: { did: value.did },
+      version,
+      columns: this.#columns(value, this.#now()),
+      increment: this.#increment,
+      ours: ['tokenSet'],
+      read: () => this.#read(value.did),
+      retry: this.#retry,
+    });
   }
 
   async delIfVersion(did: string, version: number): Promise<boolean> {
@@ -211,6 +197,9 @@ export class TypeOrmBotSessionStore implements BotSessionStore {
       async () => {
         const result = await this.#repo.delete({ did, version });
         if ((result.affected ?? 0) > 0) return true;
+        // Not the OAuth session store's delIfVersion, on purpose: that one resolves whether it
+        // deleted (a row already gone is false on a first attempt), this one whether no newer
+        // session was removed (BotSessionStore.delIfVersion, as MemoryBotSessionStore does).
         // Nothing deleted: if the row is gone (deleted by another holder, or by a first
         // attempt whose answer was lost), no newer session was removed; a row that is there
         // is a newer write, which must stay.

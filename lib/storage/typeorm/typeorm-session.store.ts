@@ -13,6 +13,7 @@ import { assertSessionBelongsTo, assertValidDid } from '../validation.js';
 import { onPrimary } from './primary.js';
 import { PrimaryKeyRead } from './primary-key-read.js';
 import type { TypeOrmStoreOptions } from './typeorm-state.store.js';
+import { updateIfVersion } from './update-if-version.js';
 import { upsertRow } from './upsert.js';
 
 type ColumnMetadata = EntityMetadata['columns'][number];
@@ -131,38 +132,21 @@ export class TypeOrmSessionStore implements AtProtoVersionedSessionStore, AtProt
     assertSessionBelongsTo(did, value.tokenSet?.sub);
     assertSessionVersion(version);
     const now = this.#now();
-    const columns = this.#columns(value, now);
-    let attempt = 0;
-    return withTransientRetry(
-      'Saving an OAuth session',
-      async () => {
-        attempt++;
-        // One conditional UPDATE: it never inserts, so a session deleted meanwhile (logout,
-        // revocation, cleanup) stays deleted; an expired row counts as gone, as on read.
-        const result = await this.#repo
-          .createQueryBuilder()
-          .update()
-          .set({ ...columns, version: this.#increment } as never)
-          .where({ did, version })
-          .andWhere(`${this.#q('expires_at')} > :now`, { now })
-          .execute();
-        if ((result.affected ?? 0) > 0) return version + 1;
-        if (attempt === 1) return undefined;
-        // Nothing matched on a retry: the first attempt may have landed before its connection
-        // was lost (the row is then at version + 1). It is ours if the row holds exactly what
-        // we wrote: the same token set (a fresh refresh token), DPoP key and write instant.
-        // Anything else is another writer's, and we were fenced out.
-        const row = await this.#read(did);
-        const ours =
-          row !== null &&
-          Number(row.version) === version + 1 &&
-          row.updatedAt.getTime() === now &&
-          row.tokenSet === columns.tokenSet &&
-          row.dpopKey === columns.dpopKey;
-        return ours ? version + 1 : undefined;
-      },
-      this.#options.retry,
-    );
+    // A session deleted meanwhile (logout, revocation, cleanup) stays deleted; an expired row
+    // counts as gone, as on read. After a lost reply the write is ours if the row holds our
+    // token set (a fresh refresh token) and DPoP key. The bot store's setIfVersion is the same
+    // function, without the expiry condition (see there).
+    return updateIfVersion(this.#repo, {
+      what: 'Saving an OAuth session',
+      where: { did },
+      version,
+      columns: this.#columns(value, now),
+      increment: this.#increment,
+      ours: ['tokenSet', 'dpopKey'],
+      liveAt: now,
+      read: () => this.#read(did),
+      retry: this.#options.retry,
+    });
   }
 
   async del(did: string): Promise<void> {
@@ -184,6 +168,9 @@ export class TypeOrmSessionStore implements AtProtoVersionedSessionStore, AtProt
         attempt++;
         const result = await this.#repo.delete({ did, version });
         if ((result.affected ?? 0) > 0) return true;
+        // A first attempt that deleted nothing resolves false even when the row is gone: this
+        // resolves whether it deleted (AtProtoVersionedSessionStore). The bot store's
+        // delIfVersion differs on purpose: there a row already gone counts as done.
         if (attempt === 1) return false;
         // Nothing deleted on a retry: the first attempt may have landed before its connection
         // was lost. If the row is gone, the version we meant to delete is gone, by our first
