@@ -16,7 +16,9 @@
  *   caches), against the bare work it cannot avoid: a raw primary-key read of the session
  *   row, the AES-256-GCM decryption of its two secret columns, the JSON parse of them, and
  *   the import of the DPoP key (`JoseKey.fromJWK`, which the OAuth client runs on every
- *   read of a session).
+ *   read of a session). The module reuses the session object it restored for a DID for a
+ *   minute (while the stored session keeps its DPoP key): "restore, first of its DID" is the
+ *   same module with that reuse off, what the first restore of a DID costs.
  *
  * Every variant runs at 1, 10 and 50 concurrent callers; within one run the variants
  * alternate in rounds (the order rotates each round) and each read picks a random row, the
@@ -104,6 +106,8 @@ interface Setup {
   auth: AtProtoAuthService;
   /** The same module with `redisCaches: false`: the OAuth client's caches in memory. */
   authLocalCaches: AtProtoAuthService;
+  /** The same module with restored session objects never reused (every restore is cold). */
+  authCold: AtProtoAuthService;
   /** The OAuth clients of both apps (Redis caches, in-memory caches), for the breakdown. */
   clients: { redis: NodeOAuthClient; memory: NodeOAuthClient };
   /** The module's OAuth session store (TypeORM). */
@@ -169,9 +173,9 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
   const prefix = `bench-miss-${randomBytes(4).toString('hex')}:`;
   const signingKey = await JoseKey.generate(['ES256'], 'k1');
 
-  const boot = async (redisCaches: boolean) => {
-    // Named: two apps of one process each register a DataSource with @nestjs/typeorm.
-    const name = `bench-miss-${dialect}-${redisCaches ? 'redis' : 'memory'}`;
+  const boot = async (redisCaches: boolean, label = redisCaches ? 'redis' : 'memory') => {
+    // Named: the apps of one process each register a DataSource with @nestjs/typeorm.
+    const name = `bench-miss-${dialect}-${label}`;
     @Module({
       imports: [
         TypeOrmModule.forRoot({
@@ -207,6 +211,10 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
   };
   const { context: app, dataSource } = await boot(true);
   const { context: localCaches } = await boot(false);
+  // The same as `app`, without reusing restored session objects: every restore is the first
+  // of its DID (what a user's first request after a minute costs).
+  const { context: cold } = await boot(true, 'cold');
+  cold.get(AtProtoAuthService).restoredReuseMs = 0;
   const sessionStore = app.get<AtProtoSessionStore>(AT_PROTO_SESSION_STORE);
   const dids: string[] = [];
   for (let i = 0; i < DIDS; i++) {
@@ -241,6 +249,7 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
     appStore: app.get<AppSessionStore>(AT_PROTO_APP_SESSION_STORE),
     auth: app.get(AtProtoAuthService),
     authLocalCaches: localCaches.get(AtProtoAuthService),
+    authCold: cold.get(AtProtoAuthService),
     clients: {
       redis: app.get<NodeOAuthClient>(AT_PROTO_OAUTH_CLIENT),
       memory: localCaches.get<NodeOAuthClient>(AT_PROTO_OAUTH_CLIENT),
@@ -252,6 +261,7 @@ async function setUp(dialect: Dialect, issuer: string, issuerHost: string): Prom
     dids,
     close: async () => {
       await localCaches.close();
+      await cold.close();
       await app.close();
       await db.drop();
       await deleteRedisKeys(prefix, REDIS_URL).catch(() => undefined);
@@ -644,6 +654,7 @@ async function main(): Promise<void> {
           },
           subjects: [
             { id: 'restore', run: (did) => s.auth.restore(did) },
+            { id: 'restore, first of its DID', run: (did) => s.authCold.restore(did) },
             { id: 'restore, caches in memory', run: (did) => s.authLocalCaches.restore(did) },
           ],
           keys: s.dids,

@@ -64,6 +64,23 @@ const FRESH_MARGIN_MS = 60_000;
 @Injectable()
 export class AtProtoAuthService {
   readonly #logger = new Logger('AtProtoAuth');
+  /**
+   * Sessions restored from a fresh stored session, by DID, reused by the next restores of
+   * the same DID while the stored session has the same issuer, auth method and DPoP key
+   * (`binding`) and for at most {@link RESTORED_REUSE_MS}: the OAuth client's `restore()`
+   * builds a server agent and a session object each time (about as much work as the store
+   * read itself, see docs/benchmarks.md), although nothing they hold changes until the user
+   * logs in again. The store is still read on every restore, so a logout, a revocation or a
+   * new login anywhere is seen at once: a session object reads its tokens from the store
+   * per call, and a new login changes the binding. Bounded, least recently used out.
+   */
+  readonly #restored = new Map<string, { session: OAuthSession; binding: string; until: number }>();
+  /**
+   * How long a restored session object is reused; `0` never (every restore runs the OAuth
+   * client's: the benchmark's baseline).
+   * @internal
+   */
+  restoredReuseMs = RESTORED_REUSE_MS;
 
   constructor(
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
@@ -344,12 +361,29 @@ export class AtProtoAuthService {
   async restore(did: string, refresh: boolean | 'auto' = 'auto'): Promise<OAuthSession> {
     try {
       const fresh = refresh === 'auto' ? await this.freshStoredSession(did) : undefined;
-      const session = fresh
-        ? // Cannot refresh (refresh = false), so the lock may skip Redis and the client
-          // reuses the session just read: see lock/lock-scope.ts.
-          await noRefreshScope.run(scope(did, fresh), () => this.client.restore(did, false))
-        : await this.client.restore(did, refresh);
-      return this.withoutNeedlessLocks(session);
+      if (!fresh) return this.withoutNeedlessLocks(await this.client.restore(did, refresh));
+      const binding = sessionBinding(fresh);
+      const kept = this.#restored.get(did);
+      const now = Date.now();
+      if (kept && kept.binding === binding && kept.until > now && this.restoredReuseMs > 0) {
+        // Least recently used last: the first entry is the one to evict.
+        this.#restored.delete(did);
+        this.#restored.set(did, kept);
+        return kept.session;
+      }
+      // Cannot refresh (refresh = false), so the lock may skip Redis and the client reuses
+      // the session just read: see lock/lock-scope.ts.
+      const session = this.withoutNeedlessLocks(
+        await noRefreshScope.run(scope(did, fresh), () => this.client.restore(did, false)),
+      );
+      this.#restored.delete(did);
+      if (this.restoredReuseMs > 0) {
+        this.#restored.set(did, { session, binding, until: now + this.restoredReuseMs });
+      }
+      if (this.#restored.size > RESTORED_MAX_ENTRIES) {
+        this.#restored.delete(this.#restored.keys().next().value!);
+      }
+      return session;
     } catch (error) {
       // The lock's own error, or one the fetch layer wrapped (a refresh refused because the
       // lock could expire before it completes): its message is meant for users.
@@ -500,6 +534,7 @@ export class AtProtoAuthService {
     ifUnused?: { since: Date; inUse: () => Promise<boolean> },
   ): Promise<boolean> {
     const name = sessionLockName(did);
+    this.#restored.delete(did);
     try {
       return await this.locks.run(name, async () => {
         if (ifUnused && (await this.#inUseSince(did, ifUnused))) return false;
@@ -533,6 +568,25 @@ export class AtProtoAuthService {
     const stored = await this.sessionStore.getVersioned(did);
     return stored !== undefined && stored.updatedAt.getTime() > ifUnused.since.getTime();
   }
+}
+
+/** How long a restored session object is reused (the metadata it holds may be this old). */
+const RESTORED_REUSE_MS = 60_000;
+/** Restored session objects kept at most (one per DID). */
+const RESTORED_MAX_ENTRIES = 10_000;
+
+/**
+ * What a restored session object is built from, apart from the tokens it reads per call:
+ * the issuer (its server agent), the client auth method (the signing key) and the DPoP key.
+ * Hashed, so the map holds no second copy of the key.
+ */
+function sessionBinding(session: NodeSavedSession): string {
+  return createHash('sha256')
+    .update(
+      JSON.stringify([session.tokenSet.iss, session.authMethod ?? null, session.dpopJwk]),
+      'utf8',
+    )
+    .digest('base64url');
 }
 
 function scope(did: string, session: NodeSavedSession) {
