@@ -6,7 +6,7 @@ import { type TransientRetryOptions, withTransientRetry } from '../transient-ret
 import { assertValidDid } from '../validation.js';
 import { onPrimary } from './primary.js';
 import { PrimaryKeyRead } from './primary-key-read.js';
-import { isUniqueViolation } from './upsert.js';
+import { insertOnce, updateOnce } from './retried-write.js';
 import { readRevokedSince } from './revoked-since.js';
 
 const KEY_ID = /^[0-9a-f]{64}$/;
@@ -45,35 +45,21 @@ export class TypeOrmApiKeyStore implements AtProtoApiKeyStore {
         'An API key name is at most 100 characters, a display prefix at most 32.',
       );
     }
-    let attempt = 0;
-    await withTransientRetry(
+    // A duplicate key on a retry may be our own row: the id is the SHA-256 of a fresh random
+    // key, so a row with it, our DID, name and creation time is the one we wrote.
+    await insertOnce(
       'Creating an API key',
+      () => this.#repo.insert({ ...record }),
       async () => {
-        attempt++;
-        try {
-          await this.#repo.insert({ ...record });
-        } catch (error) {
-          if (!isUniqueViolation(error)) throw error;
-          // A retry after a lost connection whose first attempt committed hits our own row:
-          // that is success. The id is the SHA-256 of a fresh random key, so a row with it,
-          // our DID, name and creation time is the one we wrote; anything else is not ours.
-          if (attempt > 1) {
-            const stored = await this.#read(record.id);
-            if (
-              stored?.did === record.did &&
-              stored.name === record.name &&
-              stored.createdAt.getTime() === record.createdAt.getTime()
-            ) {
-              return;
-            }
-          }
-          throw new AtProtoStoreError(
-            'An API key with this id already exists: ids are the SHA-256 of a fresh random key, ' +
-              'so the key was reused or the row was written by someone else.',
-            { cause: error },
-          );
-        }
+        const stored = await this.#read(record.id);
+        return (
+          stored?.did === record.did &&
+          stored.name === record.name &&
+          stored.createdAt.getTime() === record.createdAt.getTime()
+        );
       },
+      'An API key with this id already exists: ids are the SHA-256 of a fresh random key, ' +
+        'so the key was reused or the row was written by someone else.',
       this.#retry,
     );
   }
@@ -100,18 +86,13 @@ export class TypeOrmApiKeyStore implements AtProtoApiKeyStore {
   async revoke(id: string, did: string, at: Date): Promise<boolean> {
     assertKeyId(id);
     assertValidDid(did);
-    let attempt = 0;
-    return withTransientRetry(
+    return updateOnce(
       'Revoking an API key',
+      // Owner and "not revoked yet" in the WHERE clause: one statement decides, so no
+      // other DID's key can be revoked, whatever runs in between.
+      () => this.#repo.update({ id, did, revokedAt: IsNull() }, { revokedAt: at }),
+      // After a lost reply: a key of this DID revoked at exactly our instant is ours.
       async () => {
-        attempt++;
-        // Owner and "not revoked yet" in the WHERE clause: one statement decides, so no
-        // other DID's key can be revoked, whatever runs in between.
-        const result = await this.#repo.update({ id, did, revokedAt: IsNull() }, { revokedAt: at });
-        if ((result.affected ?? 0) > 0) return true;
-        // Nothing updated on a retry: the first attempt may have landed before its
-        // connection was lost. A key of this DID revoked at exactly our instant is ours.
-        if (attempt === 1) return false;
         const row = await this.#read(id);
         return row?.did === did && row.revokedAt?.getTime() === at.getTime();
       },
@@ -122,14 +103,12 @@ export class TypeOrmApiKeyStore implements AtProtoApiKeyStore {
   async touch(id: string, at: Date, staleBefore: Date): Promise<boolean> {
     assertKeyId(id);
     const q = this.#q;
-    let attempt = 0;
-    return withTransientRetry(
+    return updateOnce(
       'Recording the last use of an API key',
-      async () => {
-        attempt++;
-        // Conditional: only a value older than the interval (or none) is replaced, so when
-        // several instances see the same stale value, one of them writes.
-        const result = await this.#repo
+      // Conditional: only a value older than the interval (or none) is replaced, so when
+      // several instances see the same stale value, one of them writes.
+      () =>
+        this.#repo
           .createQueryBuilder()
           .update()
           .set({ lastUsedAt: at })
@@ -143,11 +122,8 @@ export class TypeOrmApiKeyStore implements AtProtoApiKeyStore {
                 }),
             ),
           )
-          .execute();
-        if ((result.affected ?? 0) > 0) return true;
-        if (attempt === 1) return false;
-        return (await this.#read(id))?.lastUsedAt?.getTime() === at.getTime();
-      },
+          .execute(),
+      async () => (await this.#read(id))?.lastUsedAt?.getTime() === at.getTime(),
       this.#retry,
     );
   }

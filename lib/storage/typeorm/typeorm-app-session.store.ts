@@ -6,7 +6,7 @@ import { type TransientRetryOptions, withTransientRetry } from '../transient-ret
 import { assertValidDid } from '../validation.js';
 import { onPrimary } from './primary.js';
 import { PrimaryKeyRead } from './primary-key-read.js';
-import { isUniqueViolation } from './upsert.js';
+import { insertOnce, updateOnce } from './retried-write.js';
 import { readRevokedSince } from './revoked-since.js';
 
 const SESSION_ID = /^[0-9a-f]{64}$/;
@@ -37,37 +37,23 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
   async create(record: AppSessionRecord): Promise<void> {
     assertValidDid(record.did);
     assertSessionId(record.id);
-    let attempt = 0;
-    await withTransientRetry(
+    // A duplicate key on a retry may be our own row: the id is the SHA-256 of a fresh random
+    // token, so a row with it, our DID and our creation time is the one we wrote.
+    await insertOnce(
       'Creating an app session',
+      () =>
+        this.#repo.insert({
+          ...record,
+          userAgent: record.userAgent?.slice(0, 512) ?? null,
+        }),
       async () => {
-        attempt++;
-        try {
-          await this.#repo.insert({
-            ...record,
-            userAgent: record.userAgent?.slice(0, 512) ?? null,
-          });
-        } catch (error) {
-          if (!isUniqueViolation(error)) throw error;
-          // A retry after a lost connection whose first attempt committed hits our own row:
-          // that is success. The id is the SHA-256 of a fresh random token, so a row with it,
-          // our DID and our creation time is the one we wrote; anything else is not ours.
-          if (attempt > 1) {
-            const stored = await this.#read(record.id);
-            if (
-              stored?.did === record.did &&
-              stored.createdAt.getTime() === record.createdAt.getTime()
-            ) {
-              return;
-            }
-          }
-          throw new AtProtoStoreError(
-            'An app session with this id already exists: ids are the SHA-256 of a fresh random ' +
-              'token, so the token was reused or the row was written by someone else.',
-            { cause: error },
-          );
-        }
+        const stored = await this.#read(record.id);
+        return (
+          stored?.did === record.did && stored.createdAt.getTime() === record.createdAt.getTime()
+        );
       },
+      'An app session with this id already exists: ids are the SHA-256 of a fresh random ' +
+        'token, so the token was reused or the row was written by someone else.',
       this.#retry,
     );
   }
@@ -88,19 +74,12 @@ export class TypeOrmAppSessionStore implements AppSessionStore {
 
   async revoke(id: string, at: Date): Promise<boolean> {
     assertSessionId(id);
-    let attempt = 0;
-    return withTransientRetry(
+    return updateOnce(
       'Revoking an app session',
-      async () => {
-        attempt++;
-        const result = await this.#repo.update({ id, revokedAt: IsNull() }, { revokedAt: at });
-        if ((result.affected ?? 0) > 0) return true;
-        // Nothing updated on a retry: the first attempt may have landed before its connection
-        // was lost. A session revoked at exactly our instant is taken as revoked by us (a
-        // concurrent revocation in the same millisecond would be too: it ended the same way).
-        if (attempt === 1) return false;
-        return (await this.#read(id))?.revokedAt?.getTime() === at.getTime();
-      },
+      () => this.#repo.update({ id, revokedAt: IsNull() }, { revokedAt: at }),
+      // After a lost reply: a session revoked at exactly our instant is taken as revoked by us
+      // (a concurrent revocation in the same millisecond would be too: it ended the same way).
+      async () => (await this.#read(id))?.revokedAt?.getTime() === at.getTime(),
       this.#retry,
     );
   }

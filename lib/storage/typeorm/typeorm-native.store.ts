@@ -22,7 +22,7 @@ import { type TransientRetryOptions, withTransientRetry } from '../transient-ret
 import { assertValidDid } from '../validation.js';
 import { chunked } from './chunks.js';
 import { onPrimary } from './primary.js';
-import { isUniqueViolation } from './upsert.js';
+import { insertOnce, updateOnce } from './retried-write.js';
 
 const HEX_ID = /^[0-9a-f]{64}$/;
 const JTI = /^[A-Za-z0-9_-]{16,64}$/;
@@ -85,12 +85,10 @@ export class TypeOrmNativeStore implements NativeTokenStore {
   ): Promise<NativeCodeRecord | undefined> {
     if (!HEX_ID.test(id)) return undefined;
     const q = this.#q;
-    let attempt = 0;
-    const consumed = await withTransientRetry(
+    const consumed = await updateOnce(
       'Consuming a native login code',
-      async () => {
-        attempt++;
-        const result = await this.#codes
+      () =>
+        this.#codes
           .createQueryBuilder()
           .update()
           .set({ usedAt: at })
@@ -99,13 +97,11 @@ export class TypeOrmNativeStore implements NativeTokenStore {
           .andWhere(`${q('redirect_uri')} = :uri`, { uri: binding.redirectUri })
           .andWhere(`${q('used_at')} IS NULL`)
           .andWhere(`${q('expires_at')} > :now`, { now: at.getTime() })
-          .execute();
-        if ((result.affected ?? 0) > 0) return true;
-        if (attempt === 1) return false;
-        // Nothing matched on a retry: the first attempt may have consumed the code before its
-        // connection was lost. It did if the code carries our instant and our binding (a
-        // concurrent exchange in the same millisecond with the same verifier is the same
-        // client, and it is answered the same way).
+          .execute(),
+      // After a lost reply: the first attempt consumed the code if it carries our instant and
+      // our binding (a concurrent exchange in the same millisecond with the same verifier is
+      // the same client, and it is answered the same way).
+      async () => {
         const row = await this.#readCode(id);
         return (
           row?.usedAt?.getTime() === at.getTime() &&
@@ -188,27 +184,22 @@ export class TypeOrmNativeStore implements NativeTokenStore {
     assertJti(presentedJti);
     assertJti(nextJti);
     const q = this.#q;
-    let attempt = 0;
-    return withTransientRetry(
+    return updateOnce(
       'Rotating a native refresh token',
-      async () => {
-        attempt++;
-        // The previous token is set from the parameter, not from `current_jti`: MySQL
-        // evaluates SET assignments left to right with the values already assigned, the
-        // others with the row's old values. The WHERE makes them equal anyway.
-        const result = await this.#families
+      // The previous token is set from the parameter, not from `current_jti`: MySQL
+      // evaluates SET assignments left to right with the values already assigned, the
+      // others with the row's old values. The WHERE makes them equal anyway.
+      () =>
+        this.#families
           .createQueryBuilder()
           .update()
           .set({ previousJti: presentedJti, currentJti: nextJti, rotatedAt: at })
           .where(`${q('id')} = :id`, { id })
           .andWhere(`${q('current_jti')} = :presented`, { presented: presentedJti })
           .andWhere(`${q('revoked_at')} IS NULL`)
-          .execute();
-        if ((result.affected ?? 0) > 0) return true;
-        if (attempt === 1) return false;
-        // On a retry: ours if the row holds the fresh random jti we meant to write.
-        return (await this.#readFamily(id))?.currentJti === nextJti;
-      },
+          .execute(),
+      // After a lost reply: ours if the row holds the fresh random jti we meant to write.
+      async () => (await this.#readFamily(id))?.currentJti === nextJti,
       this.#retry,
     );
   }
@@ -216,22 +207,17 @@ export class TypeOrmNativeStore implements NativeTokenStore {
   async revokeFamily(id: string, at: Date): Promise<boolean> {
     assertHexId(id, 'refresh family');
     const q = this.#q;
-    let attempt = 0;
-    return withTransientRetry(
+    return updateOnce(
       'Revoking a native refresh-token family',
-      async () => {
-        attempt++;
-        const result = await this.#families
+      () =>
+        this.#families
           .createQueryBuilder()
           .update()
           .set({ revokedAt: at })
           .where(`${q('id')} = :id`, { id })
           .andWhere(`${q('revoked_at')} IS NULL`)
-          .execute();
-        if ((result.affected ?? 0) > 0) return true;
-        if (attempt === 1) return false;
-        return (await this.#readFamily(id))?.revokedAt?.getTime() === at.getTime();
-      },
+          .execute(),
+      async () => (await this.#readFamily(id))?.revokedAt?.getTime() === at.getTime(),
       this.#retry,
     );
   }
@@ -255,32 +241,22 @@ export class TypeOrmNativeStore implements NativeTokenStore {
     return this.#deleteBatch(this.#families, where, batchSize);
   }
 
-  /** An insert retried after transient failures; a duplicate key on a retry may be our own row. */
+  /**
+   * An insert retried after transient failures (see {@link insertOnce}); a duplicate key on a
+   * retry may be our own row. Ids are SHA-256 of fresh random values, so anything else is not
+   * ours.
+   */
   async #insertOnce(
     what: string,
     insert: () => Promise<unknown>,
     isOurs: () => Promise<boolean>,
   ): Promise<void> {
-    let attempt = 0;
-    await withTransientRetry(
+    await insertOnce(
       what,
-      async () => {
-        attempt++;
-        try {
-          await insert();
-        } catch (error) {
-          if (!isUniqueViolation(error)) throw error;
-          // A retry after a lost connection whose first attempt committed hits our own row:
-          // that is success. Ids are SHA-256 of fresh random values, so anything else is not
-          // ours.
-          if (attempt > 1 && (await isOurs())) return;
-          throw new AtProtoStoreError(
-            `${what} failed: a row with this id already exists. Ids derive from fresh random ` +
-              'values, so the value was reused or the row was written by someone else.',
-            { cause: error },
-          );
-        }
-      },
+      insert,
+      isOurs,
+      `${what} failed: a row with this id already exists. Ids derive from fresh random ` +
+        'values, so the value was reused or the row was written by someone else.',
       this.#retry,
     );
   }

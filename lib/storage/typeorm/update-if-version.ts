@@ -1,5 +1,6 @@
 import type { FindOptionsWhere, ObjectLiteral, Repository } from 'typeorm';
-import { type TransientRetryOptions, withTransientRetry } from '../transient-retry.js';
+import type { TransientRetryOptions } from '../transient-retry.js';
+import { updateOnce } from './retried-write.js';
 
 /** A row that fenced writes compare against: every write increments `version`. */
 interface VersionedRow extends ObjectLiteral {
@@ -13,11 +14,11 @@ interface VersionedRow extends ObjectLiteral {
  * applied only while the row is still at `version` and, when `liveAt` is given, has not expired
  * by then (`expires_at > liveAt`). It never inserts, so a row deleted meanwhile stays deleted.
  *
- * Transient failures are retried. A retry that matches nothing reads the row again (`read`, on
- * the primary): the first attempt may have landed before its connection was lost. The write is
- * ours if the row is at `version + 1` with our `updatedAt` and holds exactly what we wrote in
- * each of the `ours` columns (a fresh token set, a DPoP key); anything else is another
- * writer's, and we were fenced out.
+ * Transient failures are retried (see {@link updateOnce}). A retry that matches nothing reads
+ * the row again (`read`, on the primary): the first attempt may have landed before its
+ * connection was lost. The write is ours if the row is at `version + 1` with our `updatedAt`
+ * and holds exactly what we wrote in each of the `ours` columns (a fresh token set, a DPoP
+ * key); anything else is another writer's, and we were fenced out.
  *
  * Resolves the new version, or `undefined` when fenced out.
  * @internal
@@ -45,11 +46,9 @@ export async function updateIfVersion<Row extends VersionedRow>(
   },
 ): Promise<number | undefined> {
   const { version, columns } = write;
-  let attempt = 0;
-  return withTransientRetry(
+  const applied = await updateOnce(
     write.what,
-    async () => {
-      attempt++;
+    () => {
       const update = repo
         .createQueryBuilder()
         .update()
@@ -58,17 +57,18 @@ export async function updateIfVersion<Row extends VersionedRow>(
       if (write.liveAt !== undefined) {
         update.andWhere(`${update.escape('expires_at')} > :now`, { now: write.liveAt });
       }
-      const result = await update.execute();
-      if ((result.affected ?? 0) > 0) return version + 1;
-      if (attempt === 1) return undefined;
+      return update.execute();
+    },
+    async () => {
       const row = await write.read();
-      const ours =
+      return (
         row !== null &&
         Number(row.version) === version + 1 &&
         row.updatedAt.getTime() === columns.updatedAt.getTime() &&
-        write.ours.every((column) => row[column] === columns[column]);
-      return ours ? version + 1 : undefined;
+        write.ours.every((column) => row[column] === columns[column])
+      );
     },
     write.retry,
   );
+  return applied ? version + 1 : undefined;
 }
