@@ -1,12 +1,10 @@
 import {
   Brackets,
   type DataSource,
-  type DeleteQueryBuilder,
   type EntityManager,
   In,
   type ObjectLiteral,
   type Repository,
-  type SelectQueryBuilder,
 } from 'typeorm';
 import { API_KEY_TABLE, AtProtoApiKeyEntity } from '../storage/entities/api-key.entity.js';
 import {
@@ -17,18 +15,16 @@ import { AtProtoOAuthSessionEntity } from '../storage/entities/oauth-session.ent
 import { AtProtoOAuthStateEntity } from '../storage/entities/oauth-state.entity.js';
 import { type TransientRetryOptions, withTransientRetry } from '../storage/transient-retry.js';
 import { chunked } from '../storage/typeorm/chunks.js';
+import { type BatchCondition, deleteBatch } from '../storage/typeorm/delete-batch.js';
 import { onPrimary } from '../storage/typeorm/primary.js';
 import type { CleanupTarget } from './cleanup.interface.js';
-
-type Where = <Q extends SelectQueryBuilder<ObjectLiteral> | DeleteQueryBuilder<ObjectLiteral>>(
-  qb: Q,
-) => Q;
 
 /**
  * Batched deletion on TypeORM. Each batch selects up to `batchSize` primary keys by an
  * indexed condition, then deletes those keys *with the condition repeated*: a row that
  * changed in between (a session refreshed, an app session used) is left alone. Selecting
- * first keeps the DELETE small and portable (MySQL/MariaDB refuse LIMIT inside IN).
+ * first keeps the DELETE small and portable (MySQL/MariaDB refuse LIMIT inside IN). The
+ * native store's cleanup batches are the same function (`deleteBatch`).
  *
  * Every select runs on the primary (see `onPrimary`): a lagging replica would miss rows
  * written a moment before, and, worse, miss a user's new app session and have cleanup
@@ -60,20 +56,22 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
   }
 
   async deleteExpiredStates(now: number, batchSize: number): Promise<number> {
-    const where: Where = (qb) => qb.where(`${this.#q('expires_at')} < :now`, { now }) as typeof qb;
-    return (await this.#batch(this.#states, 'key', where, batchSize)).deleted;
+    const where: BatchCondition = (qb) =>
+      qb.where(`${this.#q('expires_at')} < :now`, { now }) as typeof qb;
+    return (await this.#batch(this.#states, where, batchSize)).deleted;
   }
 
   async deleteExpiredOAuthSessions(now: number, batchSize: number): Promise<number> {
-    const where: Where = (qb) => qb.where(`${this.#q('expires_at')} < :now`, { now }) as typeof qb;
-    return (await this.#batch(this.#sessions, 'did', where, batchSize)).deleted;
+    const where: BatchCondition = (qb) =>
+      qb.where(`${this.#q('expires_at')} < :now`, { now }) as typeof qb;
+    return (await this.#batch(this.#sessions, where, batchSize)).deleted;
   }
 
   async deleteEndedAppSessions(
     cutoffs: { now: number; idleBefore: number; revokedBefore: number },
     batchSize: number,
   ): Promise<{ deleted: number; dids: string[] }> {
-    const where: Where = (qb) =>
+    const where: BatchCondition = (qb) =>
       qb.where(
         new Brackets((w) =>
           w
@@ -82,15 +80,15 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
             .orWhere(`${this.#q('revoked_at')} < :revokedBefore`, cutoffs),
         ),
       ) as typeof qb;
-    const r = await this.#batch(this.#appSessions, 'id', where, batchSize, 'did');
-    return { deleted: r.deleted, dids: [...new Set(r.extra)] };
+    const r = await this.#batch(this.#appSessions, where, batchSize, 'did');
+    return { deleted: r.deleted, dids: [...new Set(r.selected)] };
   }
 
   async deleteEndedApiKeys(
     endedBefore: number,
     batchSize: number,
   ): Promise<{ deleted: number; dids: string[] }> {
-    const where: Where = (qb) =>
+    const where: BatchCondition = (qb) =>
       qb.where(
         new Brackets((w) =>
           w
@@ -98,8 +96,8 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
             .orWhere(`${this.#q('expires_at')} < :endedBefore`, { endedBefore }),
         ),
       ) as typeof qb;
-    const r = await this.#batch(this.#apiKeys, 'id', where, batchSize, 'did');
-    return { deleted: r.deleted, dids: [...new Set(r.extra)] };
+    const r = await this.#batch(this.#apiKeys, where, batchSize, 'did');
+    return { deleted: r.deleted, dids: [...new Set(r.selected)] };
   }
 
   async didsWithoutActiveAppSession(
@@ -242,61 +240,11 @@ export class TypeOrmCleanupTarget implements CleanupTarget {
 
   async #batch<E extends ObjectLiteral>(
     repo: Repository<E>,
-    keyColumn: string,
-    where: Where,
+    where: BatchCondition,
     batchSize: number,
-    extraColumn?: string,
-  ): Promise<{ deleted: number; extra: string[] }> {
-    const table = repo.metadata.tableName;
-    const rows = await withTransientRetry(
-      `Cleanup: selecting from ${table}`,
-      () =>
-        this.#onPrimary((m) => {
-          let qb = repo
-            .createQueryBuilder(undefined, m.queryRunner)
-            .select(this.#q(keyColumn), 'k');
-          if (extraColumn) qb = qb.addSelect(this.#q(extraColumn), 'x');
-          return where(qb as SelectQueryBuilder<ObjectLiteral>)
-            .limit(batchSize)
-            .getRawMany<{ k: string; x?: string }>();
-        }),
-      this.retry,
-    );
-    if (rows.length === 0) return { deleted: 0, extra: [] };
-    const keyProperty = repo.metadata.primaryColumns[0]!.propertyName;
-    let deleted = 0;
-    for (const keys of chunked(rows.map((r) => r.k))) {
-      let attempt = 0;
-      deleted += await withTransientRetry(
-        `Cleanup: deleting from ${table}`,
-        async () => {
-          attempt++;
-          const result = await where(
-            repo.createQueryBuilder().delete() as DeleteQueryBuilder<ObjectLiteral>,
-          )
-            .andWhere({ [keyProperty]: In(keys) })
-            .execute();
-          if (attempt === 1) return result.affected ?? 0;
-          // On a retry the first attempt may have deleted the rows before its connection was
-          // lost, and this one then deletes none: count the keys that are gone instead, so
-          // that a batch is not reported empty (which ends the run) when it was not. A row
-          // another instance's cleanup deleted meanwhile counts too; a row left alone because
-          // it changed (see above) does not.
-          const present = await this.#onPrimary((m) =>
-            repo
-              .createQueryBuilder(undefined, m.queryRunner)
-              .where({ [keyProperty]: In(keys) })
-              .getCount(),
-          );
-          return keys.length - present;
-        },
-        this.retry,
-      );
-    }
-    return {
-      deleted,
-      extra: extraColumn ? rows.map((r) => String(r.x)) : [],
-    };
+    alsoSelect?: string,
+  ): Promise<{ deleted: number; selected: string[] }> {
+    return deleteBatch(this.#dataSource, repo, where, batchSize, { retry: this.retry, alsoSelect });
   }
 
   #onPrimary<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {

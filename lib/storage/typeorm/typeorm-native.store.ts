@@ -1,11 +1,4 @@
-import {
-  type DataSource,
-  type DeleteQueryBuilder,
-  In,
-  type ObjectLiteral,
-  type Repository,
-  type SelectQueryBuilder,
-} from 'typeorm';
+import { type DataSource, type ObjectLiteral, type Repository } from 'typeorm';
 import { AtProtoStoreError } from '../../errors/at-proto-store.error.js';
 import type {
   NativeCodeRecord,
@@ -20,16 +13,12 @@ import {
 } from '../entities/native-refresh-family.entity.js';
 import { type TransientRetryOptions, withTransientRetry } from '../transient-retry.js';
 import { assertValidDid } from '../validation.js';
-import { chunked } from './chunks.js';
+import { type BatchCondition, deleteBatch } from './delete-batch.js';
 import { onPrimary } from './primary.js';
 import { insertOnce, updateOnce } from './retried-write.js';
 
 const HEX_ID = /^[0-9a-f]{64}$/;
 const JTI = /^[A-Za-z0-9_-]{16,64}$/;
-
-type Where = <Q extends SelectQueryBuilder<ObjectLiteral> | DeleteQueryBuilder<ObjectLiteral>>(
-  qb: Q,
-) => Q;
 
 /**
  * Native one-time codes and refresh-token families on TypeORM (SQLite, PostgreSQL,
@@ -142,7 +131,8 @@ export class TypeOrmNativeStore implements NativeTokenStore {
   }
 
   async deleteExpiredCodes(now: number, batchSize: number): Promise<number> {
-    const where: Where = (qb) => qb.where(`${this.#q('expires_at')} < :now`, { now }) as typeof qb;
+    const where: BatchCondition = (qb) =>
+      qb.where(`${this.#q('expires_at')} < :now`, { now }) as typeof qb;
     return this.#deleteBatch(this.#codes, where, batchSize);
   }
 
@@ -233,7 +223,7 @@ export class TypeOrmNativeStore implements NativeTokenStore {
     const orphan =
       `NOT EXISTS (SELECT 1 FROM ${q(APP_SESSION_TABLE)} a WHERE a.${q('id')} = ` +
       `${q(NATIVE_REFRESH_FAMILY_TABLE)}.${q('id')})`;
-    const where: Where = (qb) =>
+    const where: BatchCondition = (qb) =>
       qb.where(
         `(${q('expires_at')} < :now OR ${q('revoked_at')} < :revokedBefore OR ${orphan})`,
         cutoffs,
@@ -261,60 +251,15 @@ export class TypeOrmNativeStore implements NativeTokenStore {
     );
   }
 
-  /**
-   * Selects up to `batchSize` keys matching `where` (on the primary), then deletes them in
-   * statements of at most 10,000 keys with `where` repeated. A retried delete counts the
-   * keys that are gone.
-   */
+  /** One cleanup batch (see {@link deleteBatch}); none for a `batchSize` that is not a count. */
   async #deleteBatch<E extends ObjectLiteral>(
     repo: Repository<E>,
-    where: Where,
+    where: BatchCondition,
     batchSize: number,
   ): Promise<number> {
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) return 0;
-    const table = repo.metadata.tableName;
-    const q = this.#q;
-    const rows = await withTransientRetry(
-      `Cleanup: selecting from ${table}`,
-      () =>
-        onPrimary(this.#dataSource, (m) =>
-          where(
-            // Aliased by its own name, so that a condition can name the table as in the
-            // DELETE, which has no alias.
-            repo
-              .createQueryBuilder(table, m.queryRunner)
-              .select(`${q(table)}.${q('id')}`, 'k') as SelectQueryBuilder<ObjectLiteral>,
-          )
-            .limit(batchSize)
-            .getRawMany<{ k: string }>(),
-        ),
-      this.#retry,
-    );
-    let deleted = 0;
-    for (const keys of chunked(rows.map((r) => r.k))) {
-      let attempt = 0;
-      deleted += await withTransientRetry(
-        `Cleanup: deleting from ${table}`,
-        async () => {
-          attempt++;
-          const result = await where(
-            repo.createQueryBuilder().delete() as DeleteQueryBuilder<ObjectLiteral>,
-          )
-            .andWhere({ id: In(keys) })
-            .execute();
-          if (attempt === 1) return result.affected ?? 0;
-          const present = await onPrimary(this.#dataSource, (m) =>
-            repo
-              .createQueryBuilder(undefined, m.queryRunner)
-              .where({ id: In(keys) })
-              .getCount(),
-          );
-          return keys.length - present;
-        },
-        this.#retry,
-      );
-    }
-    return deleted;
+    const r = await deleteBatch(this.#dataSource, repo, where, batchSize, { retry: this.#retry });
+    return r.deleted;
   }
 
   #readCode(id: string): Promise<AtProtoNativeCodeEntity | null> {
