@@ -7,11 +7,10 @@
  * server takes), the rate is fixed below what the server can serve: at saturation every
  * latency is mostly queueing, and p99 would measure the queue rather than what cleanup
  * costs a request. Latencies go into a histogram of µs from autocannon's per-response
- * times (its own histogram keeps whole milliseconds).
+ * times (its own histogram keeps whole milliseconds; see bench/support/autocannon.ts).
  * @internal
  */
-import { createHistogram } from 'node:perf_hooks';
-import autocannon from 'autocannon';
+import { autocannonInMicros, loadGenerator, percentile } from '../support/autocannon.js';
 
 /** @internal */
 export interface RateLoadRequest {
@@ -38,39 +37,23 @@ export interface RateLoadResult {
   max: number;
 }
 
-async function main(): Promise<void> {
-  const request = JSON.parse(process.argv[2] ?? '') as RateLoadRequest;
-  const histogram = createHistogram();
-  const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const instance = autocannon(
-      {
-        url: request.url,
-        headers: request.headers,
-        connections: request.connections,
-        overallRate: request.rate,
-        duration: request.duration,
-        pipelining: 1,
-      },
-      (error, result) => (error ? reject(error) : resolve(result)),
-    );
-    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
-      if (statusCode >= 200 && statusCode < 300) {
-        histogram.record(Math.max(1, Math.round(responseTime * 1000)));
-      }
+loadGenerator(
+  'cleanup bench load generator',
+  async (request: RateLoadRequest): Promise<RateLoadResult> => {
+    const { result, micros } = await autocannonInMicros({
+      url: request.url,
+      headers: request.headers,
+      connections: request.connections,
+      overallRate: request.rate,
+      duration: request.duration,
     });
-  });
-  const out: RateLoadResult = {
-    ok: result['2xx'],
-    failed: result.non2xx + result.errors + result.timeouts,
-    seconds: result.duration,
-    p50: histogram.count ? histogram.percentile(50) : 0,
-    p99: histogram.count ? histogram.percentile(99) : 0,
-    max: histogram.count ? histogram.max : 0,
-  };
-  process.stdout.write(`${JSON.stringify(out)}\n`);
-}
-
-main().catch((error: unknown) => {
-  console.error('cleanup bench load generator failed:', error);
-  process.exit(1);
-});
+    return {
+      ok: result['2xx'],
+      failed: result.non2xx + result.errors + result.timeouts,
+      seconds: result.duration,
+      p50: percentile(micros, 50),
+      p99: percentile(micros, 99),
+      max: micros.count ? micros.max : 0,
+    };
+  },
+);

@@ -39,13 +39,11 @@
  * it should have kept, or when the guard answers anything but 200.
  * @internal
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -66,10 +64,17 @@ import type { ReadyMessage, ServerConfig, VariantId } from '../http/variants.js'
 import { BENCH_DID } from '../http/variants.js';
 import { perDidCleanup } from './per-did.js';
 import type { RateLoadRequest, RateLoadResult } from './load.js';
+import {
+  HOOKS,
+  killChildren,
+  PIN,
+  ROOT,
+  runLoadProcess,
+  spawnNode,
+  stopServer,
+} from '../support/processes.js';
 import { median } from '../support/report.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const HOOKS = join(ROOT, 'bench', 'support', 'swc-hooks.mjs');
 /** A quick run that takes longer than this has hung: it fails rather than blocking CI. */
 const QUICK_WATCHDOG_MS = 300_000;
 
@@ -111,39 +116,6 @@ const MISSING_ISSUER = 'https://auth.pds.invalid';
 
 // --- processes ------------------------------------------------------------------------------
 
-function pinning(): { server: string[]; load: string[]; note: string } {
-  let taskset = false;
-  try {
-    execFileSync('taskset', ['-V'], { stdio: 'ignore' });
-    taskset = true;
-  } catch {
-    // not installed
-  }
-  if (availableParallelism() >= 2 && taskset) {
-    return {
-      server: ['taskset', '-c', '1'],
-      load: ['taskset', '-c', '0'],
-      note: 'guard server pinned to core 1, load generator to core 0; cleanup and PostgreSQL unpinned',
-    };
-  }
-  return { server: [], load: [], note: 'nothing pinned (one core or no taskset)' };
-}
-
-const PIN = pinning();
-const children = new Set<ChildProcess>();
-
-function spawnNode(pin: string[], nodeArgs: string[], env: Record<string, string>, ipc: boolean) {
-  const command = [...pin, process.execPath, ...nodeArgs];
-  const child = spawn(command[0]!, command.slice(1), {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ipc ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'pipe', 'inherit'],
-  });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
 interface GuardServer {
   url: string;
   ready: ReadyMessage;
@@ -171,14 +143,7 @@ async function startServer(database: DataSourceOptions): Promise<GuardServer> {
   return {
     ready,
     url: `http://127.0.0.1:${ready.port}/me`,
-    exit: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.send({ type: 'exit' });
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
-    },
+    exit: () => stopServer(child),
   };
 }
 
@@ -190,17 +155,7 @@ async function runLoad(server: GuardServer, duration: number): Promise<RateLoadR
     rate: RATE,
     duration,
   };
-  const child = spawnNode(
-    PIN.load,
-    ['--import', HOOKS, join(ROOT, 'bench', 'cleanup', 'load.ts'), JSON.stringify(request)],
-    {},
-    false,
-  );
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((r) => child.once('exit', r));
-  if (code !== 0) throw new Error(`the load generator exited with ${code}`);
-  const result = JSON.parse(out) as RateLoadResult;
+  const result = await runLoadProcess<RateLoadResult>('bench/cleanup/load.ts', request);
   // The guard must answer every request of its own session: a latency over failures would
   // mean nothing. (Fewer answers than the rate asks for is a figure: the server fell behind.)
   if (result.failed > 0) throw new Error(`live traffic failed: ${JSON.stringify(result)}`);
@@ -448,7 +403,7 @@ async function environment(ds: DataSource): Promise<string> {
       .map((l) => l.toFixed(2))
       .join(' ')}`,
     `node ${process.versions.node}, PostgreSQL ${row?.server_version}`,
-    PIN.note,
+    `${PIN.note}; cleanup and PostgreSQL unpinned`,
     `${ROWS.toLocaleString('en')} ended app sessions over ${DIDS.toLocaleString('en')} DIDs; ` +
       `OAuth sessions for ${OAUTH_PERCENT} % of the ended DIDs (issuer unreachable); ` +
       `live traffic: ${VARIANT}, ${RATE} req/s over ${CONNECTIONS} connections, ${SLICE} s slices`,
@@ -525,7 +480,7 @@ async function main(): Promise<void> {
 const watchdog = QUICK
   ? setTimeout(() => {
       console.error(`the quick run took longer than ${QUICK_WATCHDOG_MS / 1000} s`);
-      for (const c of children) c.kill('SIGKILL');
+      killChildren();
       process.exit(1);
     }, QUICK_WATCHDOG_MS)
   : undefined;
@@ -535,7 +490,7 @@ main().then(
   () => process.exit(0),
   (error: unknown) => {
     console.error(error);
-    for (const c of children) c.kill('SIGKILL');
+    killChildren();
     process.exit(1);
   },
 );

@@ -5,11 +5,10 @@
  *
  * Latencies are taken from autocannon's per-response times (ms with sub-ms precision) into
  * a histogram of µs: autocannon's own histogram keeps whole milliseconds, too coarse for
- * responses of a few ms.
+ * responses of a few ms (see bench/support/autocannon.ts).
  * @internal
  */
-import { createHistogram } from 'node:perf_hooks';
-import autocannon from 'autocannon';
+import { autocannonInMicros, loadGenerator, percentile } from '../support/autocannon.js';
 
 /** @internal */
 export interface LoadRequest {
@@ -36,41 +35,22 @@ export interface LoadResult {
   p99: number;
 }
 
-async function main(): Promise<void> {
-  const request = JSON.parse(process.argv[2] ?? '') as LoadRequest;
-  const histogram = createHistogram();
-  const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const instance = autocannon(
-      {
-        url: request.url,
-        headers: request.headers,
-        connections: request.connections,
-        duration: request.duration,
-        pipelining: 1,
-      },
-      (error, result) => (error ? reject(error) : resolve(result)),
-    );
-    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
-      if (statusCode >= 200 && statusCode < 300) {
-        histogram.record(Math.max(1, Math.round(responseTime * 1000)));
-      }
-    });
+loadGenerator('bench load generator', async (request: LoadRequest): Promise<LoadResult> => {
+  const { result, micros } = await autocannonInMicros({
+    url: request.url,
+    headers: request.headers,
+    connections: request.connections,
+    duration: request.duration,
   });
   const ok = result['2xx'];
-  const out: LoadResult = {
+  return {
     ok,
     non2xx: result.non2xx,
     errors: result.errors,
     timeouts: result.timeouts,
     seconds: result.duration,
     rps: ok / result.duration,
-    p50: histogram.count ? histogram.percentile(50) : 0,
-    p99: histogram.count ? histogram.percentile(99) : 0,
+    p50: percentile(micros, 50),
+    p99: percentile(micros, 99),
   };
-  process.stdout.write(`${JSON.stringify(out)}\n`);
-}
-
-main().catch((error: unknown) => {
-  console.error('bench load generator failed:', error);
-  process.exit(1);
 });

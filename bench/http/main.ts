@@ -25,13 +25,12 @@
  *          with --memory: --rounds N (1), --bound N (10000), --connections N (16).
  * @internal
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
@@ -57,10 +56,17 @@ import {
   type VariantSpec,
 } from './variants.js';
 import { fmt, median, table } from '../support/report.js';
+import {
+  HOOKS,
+  killChildren,
+  PIN,
+  ROOT,
+  runLoadProcess,
+  spawnNode,
+  stopServer,
+} from '../support/processes.js';
 import { deleteRedisKeys } from '../support/redis-keys.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const HOOKS = join(ROOT, 'bench', 'support', 'swc-hooks.mjs');
 const REDIS_URL = 'redis://127.0.0.1:6379';
 /** A smoke run that takes longer than this has hung: it fails rather than blocking CI. */
 const SMOKE_WATCHDOG_MS = 300_000;
@@ -88,56 +94,6 @@ const CONNECTIONS = Number(args.connections ?? (args.memory ? 16 : 50));
 const SESSIONS = Number(args.sessions);
 
 // --- processes ------------------------------------------------------------------------------
-
-/**
- * Server and load generator on different cores, so that they do not compete for one. On a
- * machine with one core (or without `taskset`) nothing is pinned: both share what there is,
- * every variant pays the same load generator, and only the ratios of one run compare.
- */
-function pinning(): { server: string[]; load: string[]; note: string } {
-  let taskset = false;
-  try {
-    execFileSync('taskset', ['-V'], { stdio: 'ignore' });
-    taskset = true;
-  } catch {
-    // not installed
-  }
-  if (availableParallelism() >= 2 && taskset) {
-    return {
-      server: ['taskset', '-c', '1'],
-      load: ['taskset', '-c', '0'],
-      note: 'server pinned to core 1 (taskset -c 1), load generator to core 0 (taskset -c 0)',
-    };
-  }
-  return {
-    server: [],
-    load: [],
-    note:
-      availableParallelism() < 2
-        ? 'one core: server and load generator share it (not pinned); compare ratios only'
-        : 'taskset not found: processes not pinned; compare ratios only',
-  };
-}
-
-const PIN = pinning();
-const children = new Set<ChildProcess>();
-
-function spawnNode(
-  pin: string[],
-  nodeArgs: string[],
-  env: Record<string, string>,
-  ipc: boolean,
-): ChildProcess {
-  const command = [...pin, process.execPath, ...nodeArgs];
-  const child = spawn(command[0]!, command.slice(1), {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ipc ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'pipe', 'inherit'],
-  });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
 
 interface RunningServer {
   spec: VariantSpec;
@@ -197,30 +153,13 @@ async function startServer(
     url: `http://127.0.0.1:${ready.port}/me`,
     stats: () => call<StatsMessage>({ type: 'stats' }, 'stats'),
     call,
-    exit: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.send({ type: 'exit' });
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
-    },
+    exit: () => stopServer(child),
   };
 }
 
 async function runLoad(url: string, headers: Record<string, string>, duration: number) {
   const request: LoadRequest = { url, headers, connections: CONNECTIONS, duration };
-  const child = spawnNode(
-    PIN.load,
-    ['--import', HOOKS, join(ROOT, 'bench', 'http', 'load.ts'), JSON.stringify(request)],
-    {},
-    false,
-  );
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((r) => child.once('exit', r));
-  if (code !== 0) throw new Error(`the load generator exited with ${code}`);
-  return JSON.parse(out) as LoadResult;
+  return runLoadProcess<LoadResult>('bench/http/load.ts', request);
 }
 
 // --- databases ------------------------------------------------------------------------------
@@ -934,7 +873,7 @@ async function main(): Promise<void> {
         console.error(
           `bench --smoke: still running after ${SMOKE_WATCHDOG_MS / 1000} s, giving up`,
         );
-        for (const c of children) c.kill('SIGKILL');
+        killChildren();
         process.exit(1);
       }, SMOKE_WATCHDOG_MS)
     : undefined;
@@ -1005,7 +944,7 @@ async function main(): Promise<void> {
   } finally {
     clearTimeout(watchdog);
     await Promise.all(servers.map((s) => s.exit().catch(() => undefined)));
-    for (const c of children) c.kill('SIGKILL');
+    killChildren();
     await db.drop();
     if (specs.some((s) => s.redis))
       await deleteRedisKeys(redisPrefix, REDIS_URL).catch(() => undefined);
@@ -1016,7 +955,7 @@ main().then(
   () => process.exit(0),
   async (error: unknown) => {
     console.error('bench failed:', error);
-    for (const c of children) c.kill('SIGKILL');
+    killChildren();
     await sleep(100);
     process.exit(1);
   },
