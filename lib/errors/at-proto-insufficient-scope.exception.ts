@@ -5,17 +5,23 @@ import { ForbiddenException } from '@nestjs/common';
  * @publicApi
  */
 export interface AtProtoInsufficientScopeBody {
+  /** Always 403. */
   statusCode: 403;
   /** Stable code (RFC 6750 §3.1). */
   error: 'insufficient_scope';
+  /** For people: what is missing and what to do. */
   message: string;
   /** The missing scopes, space-separated. */
   scope: string;
   /**
    * Where to send the browser to grant them: the module's login route for the same account
    * (`input=<did>`), asking for what the session has and the missing scopes
-   * (`scope=…`), returning to `returnTo`. A native app adds its `redirect_uri` and
-   * `code_challenge` and opens it in the system browser.
+   * (`scope=…`), returning to `returnTo`. From a browser signed in here it is a step-up:
+   * only the same account is accepted. A single-page app on another origin posts these
+   * parameters as a form instead (the login route refuses cross-site navigations). A native
+   * app adds its `redirect_uri` and `code_challenge`, opens it in the system browser, and
+   * checks that the token response's `did` is the account it expected (a native login is
+   * not bound to an account).
    */
   loginUrl: string;
 }
@@ -34,6 +40,10 @@ export class AtProtoInsufficientScopeException extends ForbiddenException {
   /** See {@link AtProtoInsufficientScopeBody.loginUrl}. */
   readonly loginUrl: string;
 
+  /**
+   * @param scope the missing scopes, space-separated
+   * @param loginUrl see {@link AtProtoInsufficientScopeBody.loginUrl}
+   */
   constructor(scope: string, loginUrl: string) {
     const body: AtProtoInsufficientScopeBody = {
       statusCode: 403,

@@ -47,7 +47,16 @@ export type AtProtoBotSessionEndedReason =
  * @publicApi
  */
 export type AtProtoEvent =
-  | { type: 'login'; did: string; appSessionId: string }
+  | {
+      type: 'login';
+      did: string;
+      appSessionId: string;
+      /**
+       * A step-up login (more scopes, `@AtProtoScope()`): the browser's previous app session,
+       * ended and replaced by `appSessionId`.
+       */
+      renewedAppSessionId?: string;
+    }
   | { type: 'logout'; did: string; appSessionId: string; everywhere: boolean }
   | { type: 'oauth-session-created'; did: string }
   | { type: 'oauth-session-refreshed'; did: string }

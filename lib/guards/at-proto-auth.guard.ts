@@ -141,6 +141,13 @@ export class AtProtoAuthGuard implements CanActivate {
     const granted = await this.auth.grantedScope(found.did);
     if (granted === undefined) {
       if (route.isPublic) return true;
+      if (found.credential !== 'cookie') {
+        // RFC 6750 §3: a 401 to a bearer request says why.
+        context
+          .switchToHttp()
+          .getResponse<{ setHeader?(n: string, v: string): unknown }>()
+          .setHeader?.('WWW-Authenticate', 'Bearer error="invalid_token"');
+      }
       throw new AtProtoSessionUnavailableError(AT_PROTO_MESSAGES.sessionEnded, { did: found.did });
     }
     const missing = missingScopes(granted, route.oauthScopes);

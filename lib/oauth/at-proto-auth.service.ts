@@ -35,7 +35,7 @@ import { describeError } from '../errors/describe-error.js';
 import { type AtProtoOAuthSessionView, readOAuthSessionView } from '../session/session-view.js';
 import { AT_PROTO_MESSAGES, causeChain, findMappedError } from '../errors/to-http-exception.js';
 import { normalizeLoginInput, normalizeReturnTo } from './login-input.js';
-import { LoginAccountMismatch, loginExpectation } from './login-expectation.js';
+import { expectingAccount, LoginAccountMismatch } from './login-expectation.js';
 import { oauthPhase } from './oauth-phase.js';
 import { type RequestOutcome, requestOutcome } from './request-outcome.js';
 import { heldLock, SessionLocks } from './session-locks.js';
@@ -308,7 +308,7 @@ export class AtProtoAuthService {
       try {
         ({ session } = await (expectedDid === undefined
           ? callback()
-          : loginExpectation.run(expectedDid, callback)));
+          : expectingAccount(expectedDid, callback)));
       } catch (error) {
         if (findInCauses(error, LoginAccountMismatch)) {
           throw new AtProtoBadRequestError(
@@ -317,6 +317,12 @@ export class AtProtoAuthService {
           );
         }
         throw this.callbackError(error);
+      }
+      if (expectedDid !== undefined && session.did !== expectedDid) {
+        // Unreachable while the store and the lock refuse the other account (see above).
+        throw new AtProtoBadRequestError(
+          'You signed in with another account than the one that asked for more permissions. Sign in again with the same account to grant them.',
+        );
       }
       const result = whileLocked
         ? await whileLocked(session.did, appState.n, { expectedDid })
@@ -426,12 +432,19 @@ export class AtProtoAuthService {
 
   /**
    * The scope the user's OAuth session was granted (space-separated), as stored: one read of
-   * the session, no lock, no network. What `@AtProtoScope()` routes are checked against.
+   * the session, no network, the session lock only when no session is found (a login may be
+   * replacing it). What `@AtProtoScope()` routes are checked against.
    * @returns the scope, or `undefined` when no session is stored
    * @throws AtProtoStoreError / AtProtoDecryptionError when the store cannot be read
    */
   async grantedScope(did: string): Promise<string | undefined> {
-    const stored = await this.sessionStore.get(did);
+    // Not found: read again under the session lock, which a login replacing the session
+    // holds from its code exchange until the new session is stored (the OAuth client deletes
+    // the previous one first). The user's other devices then wait for the new session
+    // instead of being told theirs has ended.
+    const stored =
+      (await this.sessionStore.get(did)) ??
+      (await this.locks.run(sessionLockName(did), () => this.sessionStore.get(did)));
     return stored === undefined ? undefined : (stored.tokenSet.scope ?? '');
   }
 

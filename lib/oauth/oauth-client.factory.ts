@@ -9,6 +9,7 @@ import type { ResolvedAtProtoOptions } from '../options/resolved-options.js';
 import type { AtProtoSessionStore, AtProtoStateStore } from '../storage/store.interface.js';
 import { sessionLockName } from '../lock/lock-scope.js';
 import type { RedisOAuthCaches } from '../storage/redis/redis-caches.js';
+import { assertExpectedLock } from './login-expectation.js';
 import { oauthPhase } from './oauth-phase.js';
 import { requestOutcome } from './request-outcome.js';
 import {
@@ -47,7 +48,13 @@ export function createOAuthClient(
     sessionStore: fencedSessionStore(sessionStore, locks, (did, operation) =>
       outsideLocks(() => events.emit({ type: 'oauth-session-write-fenced', did, operation })),
     ),
-    requestLock: (name, fn) => locks.run(name, fn),
+    requestLock: (name, fn) => {
+      // Before the client's shared lookup of a session: a step-up signed in with another
+      // account must not even join a read of that account's session in flight (the client
+      // would then revoke it). See login-expectation.ts.
+      assertExpectedLock(name);
+      return locks.run(name, fn);
+    },
     ...(options.handleResolver ? { handleResolver: options.handleResolver } : {}),
     ...(options.plcDirectoryUrl ? { plcDirectoryUrl: options.plcDirectoryUrl } : {}),
     allowHttp: options.allowHttpServers,

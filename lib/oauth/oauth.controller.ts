@@ -161,11 +161,13 @@ export class OAuthControllerBase {
           // A step-up login (more scopes for the account already signed in here): this
           // browser's app session is renewed (a new cookie, the old one ended), as after
           // any change of privileges, so the device list does not grow by one per step-up.
+          let renewed: string | undefined;
           if (expectedDid !== undefined) {
             const previous = await this.appSessions
               .validate(readCookie(req, this.options.cookie.sessionName))
               .catch(() => undefined);
             if (previous?.did === signedIn) {
+              renewed = previous.id;
               await this.appSessions.revoke(previous.id).catch((error: unknown) => {
                 this.#logger.warn(
                   `Step-up login: the previous app session is left to expire: ${describeError(error)}`,
@@ -173,7 +175,7 @@ export class OAuthControllerBase {
               });
             }
           }
-          return { kind: 'browser', ...created };
+          return { kind: 'browser', ...created, renewed };
         },
       ),
     );
@@ -197,7 +199,12 @@ export class OAuthControllerBase {
       outcome.token,
       this.options.appSession.absoluteTtlMs,
     );
-    this.events.emit({ type: 'login', did, appSessionId: outcome.session.id });
+    this.events.emit({
+      type: 'login',
+      did,
+      appSessionId: outcome.session.id,
+      ...(outcome.renewed !== undefined ? { renewedAppSessionId: outcome.renewed } : {}),
+    });
     res.redirect(302, returnTo);
   }
 
@@ -390,7 +397,9 @@ function sha256(value: string): string {
 
 /** What the callback did under the user's lock: a browser's app session, or a native code. */
 type LoginOutcome =
-  | ({ kind: 'browser' } & Awaited<ReturnType<AppSessionService['create']>>)
+  | ({ kind: 'browser'; renewed: string | undefined } & Awaited<
+      ReturnType<AppSessionService['create']>
+    >)
   | { kind: 'native'; url: URL; confirm: boolean };
 
 /** The value of `Authorization: Bearer <value>`, if the request carries one. */

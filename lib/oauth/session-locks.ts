@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import { describeError } from '../errors/describe-error.js';
 import { noRefreshScope, sessionLockName } from '../lock/lock-scope.js';
 import { oauthPhase } from './oauth-phase.js';
-import { assertExpectedAccount } from './login-expectation.js';
+import { assertExpectedAccount, loginExpectation } from './login-expectation.js';
 import { AtProtoLockError } from '../errors/at-proto-lock.error.js';
 import type { AtProtoLockLease, AtProtoRequestLock } from '../lock/request-lock.js';
 import { type AtProtoSessionStore, isVersionedSessionStore } from '../storage/store.interface.js';
@@ -61,7 +61,9 @@ export function heldLock(name: string): LockFrame | undefined {
  * @internal
  */
 export function outsideLocks<T>(fn: () => T): T {
-  return noRefreshScope.exit(() => lockContext.exit(() => oauthPhase.exit(fn)));
+  return noRefreshScope.exit(() =>
+    lockContext.exit(() => oauthPhase.exit(() => loginExpectation.exit(fn))),
+  );
 }
 
 /**

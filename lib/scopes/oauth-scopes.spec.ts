@@ -34,6 +34,11 @@ describe('scopes a route requires, against what a session was granted', () => {
     expect(
       missing(`${generic} transition:chat.bsky`, 'rpc:chat.bsky.convo.sendMessage?aud=*'),
     ).toEqual([]);
+    // Every method of a service includes chat.bsky.*: not given by transition:generic alone.
+    const every = 'rpc:*?aud=did:web:api.example.com%23svc';
+    expect(missing(generic, every)).toEqual([every]);
+    expect(missing(`${generic} transition:chat.bsky`, every)).toEqual([]);
+    expect(missing(`atproto ${every}`, every)).toEqual([]);
     // Account and identity permissions are not part of transition:generic.
     expect(missing(generic, 'identity:handle')).toEqual(['identity:handle']);
   });
@@ -52,6 +57,14 @@ describe('scopes a route requires, against what a session was granted', () => {
   it('blob, account and identity', () => {
     expect(missing('atproto blob:image/*', 'blob:image/png')).toEqual([]);
     expect(missing('atproto blob:image/png', 'blob:image/*')).toEqual(['blob:image/*']);
+    // A pattern is covered by the same pattern or a wider one, never by a narrower one.
+    expect(missing('atproto blob:image/*', 'blob:image/*')).toEqual([]);
+    expect(missing('atproto blob:*/*', 'blob:image/*', 'blob:*/*')).toEqual([]);
+    expect(missing('atproto blob:image/*', 'blob:*/*')).toEqual(['blob:*/*']);
+    expect(missing('atproto blob:video/*', 'blob:image/*')).toEqual(['blob:image/*']);
+    // transition:email is reading the account's email, which account:email grants too.
+    expect(missing('atproto account:email', 'transition:email')).toEqual([]);
+    expect(missing('atproto', 'transition:email')).toEqual(['transition:email']);
     expect(missing('atproto account:email?action=manage', 'account:email')).toEqual([]);
     expect(missing('atproto account:email', 'account:email?action=manage')).toHaveLength(1);
     expect(missing('atproto identity:*', 'identity:handle')).toEqual([]);
@@ -103,6 +116,17 @@ describe('DeclaredScopes: what a login may ask for', () => {
   it('a step-up asks for the base, what was granted as far as declared, and what is missing', () => {
     const granted = 'atproto blob:image/* repo:app.example.expanded';
     expect(declared.stepUpScope(granted, need(POST))).toBe(`atproto blob:image/* ${POST}`);
+  });
+
+  it('a declared scope that covers the required one is what a step-up asks for', () => {
+    const wide = new DeclaredScopes('atproto', [
+      'repo:app.bsky.feed.post',
+      'include:app.example.set',
+    ]);
+    expect(wide.canObtain(parseRequiredScope(POST, 'x'))).toBe(true);
+    expect(wide.stepUpScope('atproto', need(POST))).toBe('atproto repo:app.bsky.feed.post');
+    // A permission set covers nothing: what it expands to is the server's to say.
+    expect(wide.canObtain(parseRequiredScope('repo:app.example.thing', 'x'))).toBe(false);
   });
 
   it('a route can be satisfied when its scope is declared or covered by the base scope', () => {

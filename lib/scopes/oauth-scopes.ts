@@ -7,6 +7,7 @@ import {
   normalizeAtprotoOauthScopeValue,
   RepoPermission,
   RpcPermission,
+  ScopePermissions,
   ScopePermissionsTransition,
 } from '@atproto/oauth-scopes';
 
@@ -46,6 +47,11 @@ export function parseRequiredScope(value: unknown, where: string): RequiredScope
     );
   }
   if (scope === 'atproto') return { scope, allows: () => true };
+  if (scope === 'transition:email') {
+    // What the PDS grants for it: reading the account's email, which `account:email` also
+    // grants.
+    return { scope, allows: (granted) => granted.allowsAccount({ attr: 'email', action: 'read' }) };
+  }
   if (isStaticScopeValue(scope)) return { scope, allows: (granted) => granted.scopes.has(scope) };
   const repo = RepoPermission.fromString(scope);
   if (repo) {
@@ -61,14 +67,26 @@ export function parseRequiredScope(value: unknown, where: string): RequiredScope
   if (rpc) {
     return {
       scope,
-      allows: (granted) => rpc.lxm.every((lxm) => granted.allowsRpc({ lxm, aud: rpc.aud })),
+      allows: (granted) =>
+        rpc.lxm.every((lxm) =>
+          lxm === '*'
+            ? // Every method: transition:generic alone does not give chat.bsky.* (the PDS
+              // refuses those without transition:chat.bsky), although allowsRpc says yes.
+              ScopePermissions.prototype.allowsRpc.call(granted, { lxm, aud: rpc.aud }) ||
+              (granted.hasTransitionGeneric && granted.hasTransitionChatBsky)
+            : granted.allowsRpc({ lxm, aud: rpc.aud }),
+        ),
     };
   }
   const blob = BlobPermission.fromString(scope);
   if (blob) {
+    // allowsBlob takes a concrete type ("image/png") and says no to a pattern ("image/*"):
+    // a required pattern is compared with the granted patterns instead.
     return {
       scope,
-      allows: (granted) => blob.accept.every((mime) => granted.allowsBlob({ mime })),
+      allows: (granted) =>
+        granted.hasTransitionGeneric ||
+        blob.accept.every((accept) => grantedAccepts(granted).some((g) => acceptCovers(g, accept))),
     };
   }
   const account = AccountPermission.fromString(scope);
@@ -93,6 +111,19 @@ export function parseRequiredScope(value: unknown, where: string): RequiredScope
   }
   // Unreachable while normalizeAtprotoOauthScopeValue knows the kinds above.
   throw new TypeError(`${where}: "${value}" cannot be checked by this version.`);
+}
+
+/** The MIME patterns of the granted `blob:` scopes. */
+function grantedAccepts(granted: ScopePermissionsTransition): string[] {
+  return [...granted.scopes].flatMap((t) => BlobPermission.fromString(t)?.accept ?? []);
+}
+
+/** Whether a granted accept pattern covers a required type or pattern. */
+function acceptCovers(granted: string, required: string): boolean {
+  if (granted === '*/*' || granted === required) return true;
+  return (
+    granted.endsWith('/*') && !required.startsWith('*') && required.startsWith(granted.slice(0, -1))
+  );
 }
 
 /**
@@ -141,9 +172,24 @@ export class DeclaredScopes {
     return this.#byNormal.get(normalizeAtprotoOauthScopeValue(token) ?? token);
   }
 
-  /** Whether a login can obtain `required`: declared, or covered by what every login asks. */
+  /**
+   * The declared scope a login asks for to obtain `required`: itself, or a declared scope
+   * that covers it (`repo:app.bsky.feed.post` covers `repo:app.bsky.feed.post?action=create`).
+   * A permission set (`include:…`) covers nothing here: what it expands to is up to the
+   * authorization server.
+   */
+  covering(required: RequiredScope): string | undefined {
+    const literal = this.declared(required.scope);
+    if (literal !== undefined) return literal;
+    for (const token of this.#byNormal.values()) {
+      if (required.allows(new ScopePermissionsTransition([token]))) return token;
+    }
+    return undefined;
+  }
+
+  /** Whether a login can obtain `required`: declared or covered, or covered by the base. */
   canObtain(required: RequiredScope): boolean {
-    return this.declared(required.scope) !== undefined || required.allows(this.#basePermissions);
+    return this.covering(required) !== undefined || required.allows(this.#basePermissions);
   }
 
   /**
@@ -167,8 +213,12 @@ export class DeclaredScopes {
    */
   stepUpScope(granted: string, missing: readonly RequiredScope[]): string {
     const tokens = new Set(this.base);
-    for (const token of [...splitScope(granted), ...missing.map((m) => m.scope)]) {
+    for (const token of splitScope(granted)) {
       const declared = this.declared(token);
+      if (declared !== undefined) tokens.add(declared);
+    }
+    for (const required of missing) {
+      const declared = this.covering(required);
       if (declared !== undefined) tokens.add(declared);
     }
     return [...tokens].join(' ');

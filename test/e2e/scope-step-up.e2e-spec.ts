@@ -18,6 +18,8 @@ import {
   AtProtoAuthService,
   AtProtoCredentials,
   AtProtoDid,
+  type AtProtoEvent,
+  AtProtoEvents,
   AtProtoScope,
   AtProtoSession,
   type AtProtoSessionStore,
@@ -237,6 +239,76 @@ describe.each(SETUPS)('scope step-up on %s', (_label, dialect, withRedis) => {
     expect(revoked.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(1);
     expect(revoked.every((r) => r.status === 200 || r.error === 'use_dpop_nonce')).toBe(true);
     expect((await aliceDevice.get('/scoped/check')).status).toBe(403);
+  });
+
+  it('another device asking a scoped route while the session is being replaced waits for the new one', async () => {
+    const store = t.app.get<AtProtoSessionStore>(AT_PROTO_SESSION_STORE);
+    const device1 = new AppBrowser(t.url);
+    const device2 = new AppBrowser(t.url);
+    expect((await device1.login(alice)).status).toBe(302);
+    expect((await device2.login(alice)).status).toBe(302);
+    const { loginUrl } = (await device1.get('/scoped/check')).body as { loginUrl: string };
+
+    // Right before the new session is written (the previous one already deleted by the OAuth
+    // client), device 2 calls the scoped route.
+    const set = store.set.bind(store);
+    let during: Promise<{ status: number; body: unknown }> | undefined;
+    store.set = async (did, value) => {
+      if (did === alice.did && !during) {
+        during = device2.get('/scoped/check');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      return set(did, value);
+    };
+    try {
+      expect((await stepUp(device1, loginUrl, alice)).callback.status).toBe(302);
+    } finally {
+      store.set = set;
+    }
+    // Not "your session has ended": it waited for the wider session and got in.
+    expect(await during).toMatchObject({ status: 200, body: { did: alice.did } });
+  });
+
+  it("work started by an event listener during a step-up is not bound to the step-up's account", async () => {
+    const device = new AppBrowser(t.url);
+    const bobDevice = new AppBrowser(t.url);
+    expect((await device.login(alice)).status).toBe(302);
+    expect((await bobDevice.login(bob)).status).toBe(302);
+    const { loginUrl } = (await device.get('/scoped/check')).body as { loginUrl: string };
+    const auth = t.app.get(AtProtoAuthService);
+    let later: Promise<unknown> | undefined;
+    const subscription = t.app.get(AtProtoEvents).events$.subscribe((event) => {
+      if (event.type === 'oauth-session-created' && event.did === alice.did) {
+        later = new Promise((resolve) => setTimeout(resolve, 50)).then(() =>
+          auth.restore(bob.did).then((s) => s.did),
+        );
+      }
+    });
+    try {
+      expect((await stepUp(device, loginUrl, alice)).callback.status).toBe(302);
+    } finally {
+      subscription.unsubscribe();
+    }
+    await expect(later).resolves.toBe(bob.did);
+  });
+
+  it('the login event of a step-up names the app session it renewed', async () => {
+    const device = new AppBrowser(t.url);
+    expect((await device.login(alice)).status).toBe(302);
+    const { loginUrl } = (await device.get('/scoped/check')).body as { loginUrl: string };
+    const events: AtProtoEvent[] = [];
+    const subscription = t.app.get(AtProtoEvents).events$.subscribe((e) => events.push(e));
+    const ids = new Set((await t.app.get(AppSessionService).list(alice.did)).map((s) => s.id));
+    try {
+      expect((await stepUp(device, loginUrl, alice)).callback.status).toBe(302);
+    } finally {
+      subscription.unsubscribe();
+    }
+    const login = events.find((e) => e.type === 'login');
+    expect(login).toMatchObject({ type: 'login', did: alice.did });
+    expect(login && 'renewedAppSessionId' in login && ids.has(login.renewedAppSessionId!)).toBe(
+      true,
+    );
   });
 
   it('an API key acting for the user gets the RFC 6750 header, and works after the step-up', async () => {
