@@ -45,6 +45,7 @@ export {
 export type { AtProtoRequestAuth } from './guards/at-proto-request-auth.js';
 export { AtProtoDid, AtProtoSession, Public } from './decorators/index.js';
 export { AtProtoScope } from './decorators/at-proto-scope.decorator.js';
+export type { AtProtoVerifiedTokenCacheStats } from './service-auth/verified-token-cache.js';
 export {
   AtProtoCredentials,
   type AtProtoCredentialsOptions,
