@@ -2,7 +2,7 @@ import { Controller, Get, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { Agent } from '@atproto/api';
 import type { OAuthSession } from '@atproto/oauth-client-node';
-import { AtProtoDid, AtProtoSession, Public } from '../decorators/index.js';
+import { AtProtoDid, AtProtoScope, AtProtoSession, Public } from '../decorators/index.js';
 import { AtProtoTestingModule } from './at-proto-testing.module.js';
 
 @Controller()
@@ -21,6 +21,12 @@ class ProfileController {
       rkey: 'self',
     });
     return res.data.value;
+  }
+
+  @AtProtoScope('repo:app.bsky.feed.post?action=create')
+  @Get('post')
+  post(@AtProtoDid() did: string) {
+    return { did };
   }
 
   @Public()
@@ -78,6 +84,28 @@ describe('AtProtoTestingModule', () => {
       expect(await get(app, '/health')).toEqual({ status: 200, body: { did: null } });
     } finally {
       await app.close();
+    }
+  });
+
+  it('checks @AtProtoScope() against the scope given, with the same 403', async () => {
+    const generic = await boot({ did: 'did:plc:alice' });
+    try {
+      expect(await get(generic, '/post')).toEqual({ status: 200, body: { did: 'did:plc:alice' } });
+    } finally {
+      await generic.close();
+    }
+    const narrow = await boot({ did: 'did:plc:alice', scope: 'atproto' });
+    try {
+      const res = await get(narrow, '/post');
+      expect(res.status).toBe(403);
+      expect(res.body).toMatchObject({
+        error: 'insufficient_scope',
+        scope: 'repo:app.bsky.feed.post?action=create',
+      });
+      const url = new URL((res.body as { loginUrl: string }).loginUrl, 'http://x.invalid');
+      expect(url.searchParams.get('scope')).toBe('atproto repo:app.bsky.feed.post?action=create');
+    } finally {
+      await narrow.close();
     }
   });
 });

@@ -8,7 +8,13 @@ import {
 } from '@nestjs/common';
 import { APP_GUARD, Reflector } from '@nestjs/core';
 import type { OAuthSession } from '@atproto/oauth-client-node';
-import { AT_PROTO_PUBLIC_KEY, AT_PROTO_REQUEST_KEY } from '../at-proto.constants.js';
+import {
+  AT_PROTO_OAUTH_SCOPES_KEY,
+  AT_PROTO_PUBLIC_KEY,
+  AT_PROTO_REQUEST_KEY,
+} from '../at-proto.constants.js';
+import { AtProtoInsufficientScopeException } from '../errors/at-proto-insufficient-scope.exception.js';
+import { missingScopes, type RequiredScope, splitScope } from '../scopes/oauth-scopes.js';
 import { AT_PROTO_GUARD_SEEN, type AtProtoRequestAuth } from '../guards/at-proto-request-auth.js';
 
 /**
@@ -25,9 +31,17 @@ export interface AtProtoTestingOptions {
   session?: OAuthSession;
   /** Answers the fake session's XRPC calls (`new Agent(session)` goes through it). */
   fetchHandler?: (pathname: string, init?: RequestInit) => Promise<Response>;
+  /**
+   * The scope the fake session was granted, against which `@AtProtoScope()` routes are
+   * checked as `AtProtoAuthGuard` checks them (a missing scope is the same 403, with a
+   * `loginUrl` of `/oauth/login?…`). Also what the fake session's `getTokenInfo()` says.
+   * @default 'atproto transition:generic'
+   */
+  scope?: string;
 }
 
 const DEFAULT_DID = 'did:plc:testtesttesttesttesttest';
+const DEFAULT_SCOPE = 'atproto transition:generic';
 
 /**
  * A stand-in for the `OAuthSession` of `@atproto/oauth-client-node`, for tests: it has
@@ -38,6 +52,7 @@ const DEFAULT_DID = 'did:plc:testtesttesttesttesttest';
 export function createFakeOAuthSession(
   did: string,
   fetchHandler?: (pathname: string, init?: RequestInit) => Promise<Response>,
+  scope = DEFAULT_SCOPE,
 ): OAuthSession {
   const handler =
     fetchHandler ??
@@ -59,7 +74,7 @@ export function createFakeOAuthSession(
       iss: 'https://fake-pds.invalid',
       sub: did,
       aud: 'https://fake-pds.invalid',
-      scope: 'atproto transition:generic',
+      scope,
       expiresAt: new Date(Date.now() + 3_600_000),
       expired: false,
     }),
@@ -80,15 +95,19 @@ export function createFakeOAuthSession(
 export class AtProtoTestingGuard implements CanActivate {
   readonly #did: string | null;
   readonly #session: OAuthSession | undefined;
+  readonly #scope: string;
 
   constructor(
     private readonly reflector: Reflector,
     options: AtProtoTestingOptions = {},
   ) {
     this.#did = options.did === undefined ? DEFAULT_DID : options.did;
+    this.#scope = options.scope ?? DEFAULT_SCOPE;
     this.#session =
       options.session ??
-      (this.#did ? createFakeOAuthSession(this.#did, options.fetchHandler) : undefined);
+      (this.#did
+        ? createFakeOAuthSession(this.#did, options.fetchHandler, this.#scope)
+        : undefined);
   }
 
   canActivate(context: ExecutionContext): boolean {
@@ -102,6 +121,19 @@ export class AtProtoTestingGuard implements CanActivate {
     if (!this.#did || !this.#session) {
       if (isPublic) return true;
       throw new UnauthorizedException('Sign in to continue.');
+    }
+    const required = [context.getHandler(), context.getClass()].flatMap(
+      (t) => (Reflect.getMetadata(AT_PROTO_OAUTH_SCOPES_KEY, t) ?? []) as RequiredScope[],
+    );
+    const missing = missingScopes(this.#scope, required);
+    if (missing.length > 0) {
+      if (isPublic) return true;
+      const scope = missing.map((m) => m.scope).join(' ');
+      const query = new URLSearchParams({
+        input: this.#did,
+        scope: splitScope(`${this.#scope} ${scope}`).join(' '),
+      });
+      throw new AtProtoInsufficientScopeException(scope, `/oauth/login?${query}`);
     }
     const session = this.#session;
     const auth: AtProtoRequestAuth = {
