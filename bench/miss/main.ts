@@ -64,6 +64,7 @@ import {
 import { createTestDatabase } from '../../test/support/databases.js';
 import { startFakeAuthorizationServer } from '../../test/e2e/support/fake-authorization-server.js';
 import { noRefreshScope, sessionLockName } from '../../lib/lock/lock-scope.js';
+import { measure, type RoundResult, type Variant } from '../support/measure.js';
 import { fmt, median, table } from '../support/report.js';
 import { deleteRedisKeys } from '../support/redis-keys.js';
 
@@ -344,46 +345,6 @@ function envelopeOf(raw: unknown): string {
 }
 
 // --- measuring ------------------------------------------------------------------------------
-
-interface Variant {
-  id: string;
-  /** One operation on the `i`th key of the round's sequence. */
-  run(key: string): Promise<unknown>;
-}
-
-interface RoundResult {
-  p50: number;
-  p99: number;
-  opsPerS: number;
-}
-
-const percentile = (sorted: Float64Array, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-
-async function measure(
-  variant: Variant,
-  keys: string[],
-  concurrency: number,
-): Promise<RoundResult> {
-  const latencies = new Float64Array(keys.length);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < keys.length; i = next++) {
-      const t0 = performance.now();
-      await variant.run(keys[i]!);
-      latencies[i] = (performance.now() - t0) * 1000;
-    }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const elapsed = performance.now() - t0;
-  latencies.sort();
-  return {
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    opsPerS: (keys.length * 1000) / elapsed,
-  };
-}
 
 interface Comparison {
   label: string;

@@ -51,6 +51,7 @@ import {
   VerifiedTokenCache,
 } from '../../lib/service-auth/verified-token-cache.js';
 import { signToken } from '../../test/e2e/support/service-jwt.js';
+import { measure, type RoundResult, type Variant } from '../support/measure.js';
 import { fmt, median, table } from '../support/report.js';
 
 /** One key for both apps of the run: the key ring is process-wide (crypto/key-ring.registry.ts). */
@@ -155,45 +156,6 @@ const sign = (issuer: Issuer) =>
   });
 
 // --- measuring -------------------------------------------------------------------------------
-
-interface Variant {
-  id: string;
-  run(token: string): Promise<unknown>;
-}
-
-interface RoundResult {
-  p50: number;
-  p99: number;
-  opsPerS: number;
-}
-
-const percentile = (sorted: Float64Array, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-
-async function measure(
-  variant: Variant,
-  tokens: string[],
-  concurrency: number,
-): Promise<RoundResult> {
-  const latencies = new Float64Array(tokens.length);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < tokens.length; i = next++) {
-      const t0 = performance.now();
-      await variant.run(tokens[i]!);
-      latencies[i] = (performance.now() - t0) * 1000;
-    }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const elapsed = performance.now() - t0;
-  latencies.sort();
-  return {
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    opsPerS: (tokens.length * 1000) / elapsed,
-  };
-}
 
 interface Comparison {
   label: string;
