@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { ModulesContainer } from '@nestjs/core';
+import { controllerMethods } from '../http/controller-methods.js';
 import { AT_PROTO_OPTIONS } from '../at-proto.constants.js';
 import { AT_PROTO_LOCK_CONNECTION } from '../at-proto.internal-constants.js';
 import { AtProtoConfigError } from '../errors/at-proto-config.error.js';
@@ -375,20 +376,11 @@ export class AtProtoServiceJwtVerifier implements OnModuleInit {
   /** The controller methods (and classes) of the app that carry `@AtProtoServiceAuth()`. */
   #decoratedRoutes(): { name: string; route: ServiceAuthRoute }[] {
     const found: { name: string; route: ServiceAuthRoute }[] = [];
-    for (const module of this.modules.values()) {
-      for (const wrapper of module.controllers.values()) {
-        const cls = wrapper.metatype as (new (...args: never[]) => unknown) | null | undefined;
-        if (typeof cls !== 'function') continue;
-        const onClass = Reflect.getMetadata(AT_PROTO_SERVICE_AUTH_KEY, cls) as
-          ServiceAuthRoute | undefined;
-        for (const method of methodNames(cls.prototype as object)) {
-          const fn = (cls.prototype as Record<string, unknown>)[method];
-          const route =
-            (Reflect.getMetadata(AT_PROTO_SERVICE_AUTH_KEY, fn as object) as
-              ServiceAuthRoute | undefined) ?? onClass;
-          if (route) found.push({ name: `${cls.name}.${method}`, route });
-        }
-      }
+    for (const { cls, name, fn } of controllerMethods(this.modules)) {
+      const route =
+        (Reflect.getMetadata(AT_PROTO_SERVICE_AUTH_KEY, fn) as ServiceAuthRoute | undefined) ??
+        (Reflect.getMetadata(AT_PROTO_SERVICE_AUTH_KEY, cls) as ServiceAuthRoute | undefined);
+      if (route) found.push({ name: `${cls.name}.${name}`, route });
     }
     return found;
   }
@@ -433,21 +425,4 @@ function methodOfPath(path: string | undefined): string | undefined {
   const match = /\/xrpc\/([^/]+)\/?$/.exec(pathname);
   const nsid = match?.[1];
   return nsid !== undefined && nsid.length <= 317 && NSID.test(nsid) ? nsid : undefined;
-}
-
-/** Method names of a class, its own and inherited (not Object's). */
-function methodNames(prototype: object): string[] {
-  const names = new Set<string>();
-  for (
-    let p: object | null = prototype;
-    p && p !== Object.prototype;
-    p = Object.getPrototypeOf(p) as object | null
-  ) {
-    for (const name of Object.getOwnPropertyNames(p)) {
-      if (name === 'constructor') continue;
-      const descriptor = Object.getOwnPropertyDescriptor(p, name);
-      if (typeof descriptor?.value === 'function') names.add(name);
-    }
-  }
-  return [...names];
 }
