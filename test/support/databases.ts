@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource, type DataSourceOptions, type Logger } from 'typeorm';
 import { atProtoEntities, atProtoMigrations } from 'nestjs-atproto-auth';
+import { openOnTestDatabase } from './data-source-hook.js';
 
 /** The three databases every storage test runs on. */
 export type Dialect = 'sqlite' | 'postgres' | 'mariadb';
@@ -90,21 +91,7 @@ export async function migratedDataSource(
     migrationsRun: true,
     ...extra,
   });
-  try {
-    await dataSource.initialize();
-  } catch (error) {
-    // No DataSource to hand back, so nobody else could drop the database.
-    await db.drop();
-    throw error;
-  }
-  return {
-    dataSource,
-    options: db.options,
-    close: async () => {
-      await dataSource.destroy();
-      await db.drop();
-    },
-  };
+  return { ...(await openOnTestDatabase(dataSource, db.drop)), options: db.options };
 }
 
 /**
