@@ -212,18 +212,35 @@ export class TypeOrmBotSessionStore implements BotSessionStore {
   async deleteExpired(did: string): Promise<boolean> {
     assertValidDid(did);
     const now = this.#now();
-    const result = await withTransientRetry(
+    // Read first: a retried DELETE below cannot tell its own deletion from a row that was
+    // never there, so it is only sent for a row that is there and expired.
+    const row = await withTransientRetry(
+      'Reading a bot session',
+      () => this.#read(did),
+      this.#retry,
+    );
+    if (!row || row.expiresAt.getTime() > now) return false;
+    let attempt = 0;
+    return withTransientRetry(
       'Deleting an expired bot session',
-      () =>
-        this.#repo
+      async () => {
+        attempt++;
+        const result = await this.#repo
           .createQueryBuilder()
           .delete()
           .where({ did })
           .andWhere(`${this.#q('expires_at')} <= :now`, { now })
-          .execute(),
+          .execute();
+        if ((result.affected ?? 0) > 0) return true;
+        if (attempt === 1) return false;
+        // Nothing deleted on a retry: the first attempt may have deleted the row before its
+        // reply was lost. If the row is gone, it did (or another deleter did in that instant,
+        // and the end is reported twice rather than never); a row that is there was renewed
+        // meanwhile (a login or a refresh) and stays.
+        return (await this.#read(did)) === null;
+      },
       this.#retry,
     );
-    return (result.affected ?? 0) > 0;
   }
 
   async listExpired(now: number, limit: number): Promise<string[]> {
