@@ -40,7 +40,11 @@ export interface BotSessionStore {
   get(did: string): Promise<VersionedBotSession | undefined>;
   /** Writes a new session (a login), whatever was stored. */
   set(value: StoredBotSession): Promise<void>;
-  /** Replaces the session at `version`; the new version, or `undefined` when fenced out. */
+  /**
+   * Replaces the session at `version`, even one whose expiry has passed since it was read (a
+   * refresh the PDS accepted); never inserts. The new version, or `undefined` when fenced
+   * out (a newer write, or the row deleted).
+   */
   setIfVersion(value: StoredBotSession, version: number): Promise<number | undefined>;
   /** Deletes the session at `version`; false when fenced out (a newer one is kept). */
   delIfVersion(did: string, version: number): Promise<boolean>;
@@ -76,7 +80,9 @@ export class MemoryBotSessionStore implements BotSessionStore {
 
   async setIfVersion(value: StoredBotSession, version: number): Promise<number | undefined> {
     assertSessionVersion(version);
-    const row = await this.get(value.did);
+    // Not through get(): a row whose refresh JWT has expired since it was read is still
+    // written at its version, as in TypeOrmBotSessionStore (see there).
+    const row = this.#rows.get(value.did);
     if (row?.version !== version) return undefined;
     this.#rows.set(value.did, { value, version: version + 1 });
     return version + 1;
@@ -174,9 +180,14 @@ export class TypeOrmBotSessionStore implements BotSessionStore {
     assertValidDid(value.did);
     assertSessionVersion(version);
     // The OAuth session store's fenced write: a session deleted meanwhile stays deleted, and
-    // after a lost reply the write is ours if the row holds our JWTs. Unlike there, no expiry
-    // condition (`liveAt`): a row whose refresh JWT has expired is still updated when its
-    // version matches (MemoryBotSessionStore, which reads through get(), refuses such a row).
+    // after a lost reply the write is ours if the row holds our JWTs. Unlike there, a row whose
+    // expiry has passed is still written at its version. Its expiry is the refresh JWT's `exp`,
+    // and this write is the PDS's answer to a refresh sent with that JWT while the row was
+    // live (get() hides expired rows): the PDS accepted it, so the session did not end, and
+    // refusing would drop the new JWTs (the old refresh JWT is spent) and make the bot log in
+    // again with its password. The OAuth store's expiry is its own retention instead, which a
+    // Redis key expires by itself: an expired OAuth row is gone. A row deleted meanwhile (its
+    // end reported, by cleanup or its next use) is not brought back: the write never inserts.
     return updateIfVersion(this.#repo, {
       what: 'Saving a bot session',
       where: { did: value.did },

@@ -30,10 +30,18 @@ function session(did: string, n: number): StoredBotSession {
   };
 }
 
-function fencing(makeStore: () => BotSessionStore) {
+/**
+ * The cases every bot-session store passes. `makeStore` builds the store on the clock it is
+ * given: `skew` moves that clock ahead of the real one.
+ */
+function fencing(makeStore: (now: () => number) => BotSessionStore) {
   let store: BotSessionStore;
+  let skew = 0;
   beforeAll(() => {
-    store = makeStore();
+    store = makeStore(() => Date.now() + skew);
+  });
+  afterEach(() => {
+    skew = 0;
   });
 
   it('gives back what was written, at a version', async () => {
@@ -80,10 +88,51 @@ function fencing(makeStore: () => BotSessionStore) {
     expect(await store.deleteExpired(live)).toBe(false);
     expect(await store.get(live)).toBeDefined();
   });
+
+  // A refresh reads the session under the bot's lock while its refresh JWT is valid, and
+  // writes the PDS's answer when it comes back. The PDS accepted that refresh JWT, so the
+  // session did not end: if its old expiry passed in between (a refresh at the end of the 90
+  // days, or the PDS's clock behind ours), the renewed session is stored all the same, and
+  // cleanup leaves it alone. Dropping it would lose the new JWTs (the old refresh JWT is
+  // spent at the PDS), report the session ended, and make the bot log in with its password.
+  it('a refresh read while the session was live is written even if its old expiry has passed since', async () => {
+    const did = randomDid();
+    await store.set({ ...session(did, 1), expiresAt: Date.now() + 60_000 });
+    const { version } = (await store.get(did))!;
+    skew = 120_000;
+    expect(await store.get(did)).toBeUndefined();
+    const renewed = session(did, 2);
+    expect(await store.setIfVersion(renewed, version)).toBe(version + 1);
+    expect(await store.get(did)).toEqual({ value: renewed, version: version + 1 });
+    expect(await store.deleteExpired(did)).toBe(false);
+    expect(await store.listExpired(Date.now() + skew, 1000)).not.toContain(did);
+  });
+
+  it('an expired session deleted before the refresh is written stays deleted', async () => {
+    const did = randomDid();
+    await store.set({ ...session(did, 1), expiresAt: Date.now() + 60_000 });
+    const { version } = (await store.get(did))!;
+    skew = 120_000;
+    // Its end is reported by whoever deleted it (cleanup, or its next use).
+    expect(await store.deleteExpired(did)).toBe(true);
+    expect(await store.setIfVersion(session(did, 2), version)).toBeUndefined();
+    expect(await store.get(did)).toBeUndefined();
+    expect(await store.listExpired(Date.now() + skew, 1000)).not.toContain(did);
+  });
+
+  it('an expired session is deleted at its version (a refresh the PDS refused), once', async () => {
+    const did = randomDid();
+    await store.set({ ...session(did, 1), expiresAt: Date.now() + 60_000 });
+    const { version } = (await store.get(did))!;
+    skew = 120_000;
+    expect(await store.delIfVersion(did, version + 1)).toBe(false);
+    expect(await store.delIfVersion(did, version)).toBe(true);
+    expect(await store.deleteExpired(did)).toBe(false);
+  });
 }
 
 describe('memory bot-session store', () => {
-  fencing(() => new MemoryBotSessionStore());
+  fencing((now) => new MemoryBotSessionStore(now));
 });
 
 describe.each(DIALECTS)('TypeORM bot-session store on %s', (dialect) => {
@@ -105,7 +154,7 @@ describe.each(DIALECTS)('TypeORM bot-session store on %s', (dialect) => {
     await drop?.();
   });
 
-  fencing(() => new TypeOrmBotSessionStore(ds));
+  fencing((now) => new TypeOrmBotSessionStore(ds, { now }));
 
   it('stores the JWTs as ciphertext only', async () => {
     const did = randomDid();
