@@ -271,11 +271,13 @@ export class AtProtoBotSessionService {
     const next = this.#sessionFrom(body, pdsUrl, did);
     const version = await this.store.setIfVersion(next, current.version);
     if (version === undefined) {
-      // The row changed since it was read under the lock: the lock was lost meanwhile.
-      // The newer row is kept; these tokens are still valid for this caller.
+      // The row changed or went since it was read under the lock: the lock was lost
+      // meanwhile, or the session ended (expired and swept, or logged out). What is stored
+      // is kept; these tokens are still valid for this caller.
       this.#logger.warn(
-        `A bot session write was refused because the session changed since it was read ` +
-          'under the bot lock (the lock was lost meanwhile). The newer session is kept.',
+        'A bot session write was refused because the session changed or ended since it was ' +
+          'read under the bot lock (the lock was lost meanwhile, or a logout or cleanup ended ' +
+          'it). What is stored is kept.',
       );
     } else {
       pending.push({ type: 'bot-session-refreshed', did });
