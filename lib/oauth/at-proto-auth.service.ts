@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import {
   isExpectedSessionError,
   NodeOAuthClient,
@@ -62,7 +62,7 @@ const FRESH_MARGIN_MS = 60_000;
  * @publicApi
  */
 @Injectable()
-export class AtProtoAuthService {
+export class AtProtoAuthService implements OnModuleDestroy {
   readonly #logger = new Logger('AtProtoAuth');
   /**
    * Sessions restored from a fresh stored session, by DID, reused by the next restores of
@@ -72,7 +72,10 @@ export class AtProtoAuthService {
    * read itself, see docs/benchmarks.md), although nothing they hold changes until the user
    * logs in again. The store is still read on every restore, so a logout, a revocation or a
    * new login anywhere is seen at once: a session object reads its tokens from the store
-   * per call, and a new login changes the binding. Bounded, least recently used out.
+   * per call, refuses to act once the stored session has another DPoP key, and a new login
+   * changes the binding. Bounded, least recently used out; expired objects (they hold their
+   * session's DPoP private key) are swept at least once per window, and dropped when a
+   * restore finds their session gone or the session is revoked or signed out here.
    */
   readonly #restored = new Map<string, { session: OAuthSession; binding: string; until: number }>();
   /**
@@ -81,6 +84,41 @@ export class AtProtoAuthService {
    * @internal
    */
   restoredReuseMs = RESTORED_REUSE_MS;
+  /** Restored session objects kept at most. @internal */
+  restoredMaxEntries = RESTORED_MAX_ENTRIES;
+  /** When the kept objects were last swept of expired ones (`performance.now()`). */
+  #sweptAt = 0;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+
+  /** How many restored session objects are kept (tests). @internal */
+  get restoredCount(): number {
+    return this.#restored.size;
+  }
+
+  /**
+   * Drops the least recently used objects beyond the bound, and, at most once per reuse
+   * window, every expired one: an object holds its session's DPoP private key, which must
+   * not stay in memory long after the window, whether or not its DID is restored again.
+   */
+  #sweepRestored(now: number, force = false): void {
+    while (this.#restored.size > this.restoredMaxEntries) {
+      this.#restored.delete(this.#restored.keys().next().value!);
+    }
+    // An idle instance sweeps too (unref'd: it keeps no process alive).
+    this.#sweeper ??= setInterval(
+      () => this.#sweepRestored(performance.now(), true),
+      RESTORED_REUSE_MS,
+    ).unref();
+    if (!force && now - this.#sweptAt < this.restoredReuseMs) return;
+    this.#sweptAt = now;
+    for (const [did, kept] of this.#restored) if (kept.until <= now) this.#restored.delete(did);
+  }
+
+  /** @internal */
+  onModuleDestroy(): void {
+    clearInterval(this.#sweeper);
+    this.#restored.clear();
+  }
 
   constructor(
     @Inject(AT_PROTO_OPTIONS) private readonly options: ResolvedAtProtoOptions,
@@ -367,10 +405,15 @@ export class AtProtoAuthService {
   async restore(did: string, refresh: boolean | 'auto' = 'auto'): Promise<OAuthSession> {
     try {
       const fresh = refresh === 'auto' ? await this.freshStoredSession(did) : undefined;
-      if (!fresh) return this.withoutNeedlessLocks(await this.client.restore(did, refresh));
+      if (!fresh) {
+        // Gone, stale or a forced refresh: what was kept is not handed out again.
+        this.#restored.delete(did);
+        return this.withoutNeedlessLocks(await this.client.restore(did, refresh));
+      }
       const binding = sessionBinding(fresh);
       const kept = this.#restored.get(did);
-      const now = Date.now();
+      // A monotonic clock: a wall clock stepped back would stretch the reuse window.
+      const now = performance.now();
       if (kept && kept.binding === binding && kept.until > now && this.restoredReuseMs > 0) {
         // Least recently used last: the first entry is the one to evict.
         this.#restored.delete(did);
@@ -385,9 +428,7 @@ export class AtProtoAuthService {
       this.#restored.delete(did);
       if (this.restoredReuseMs > 0) {
         this.#restored.set(did, { session, binding, until: now + this.restoredReuseMs });
-      }
-      if (this.#restored.size > RESTORED_MAX_ENTRIES) {
-        this.#restored.delete(this.#restored.keys().next().value!);
+        this.#sweepRestored(now);
       }
       return session;
     } catch (error) {
@@ -464,11 +505,31 @@ export class AtProtoAuthService {
       getTokenSet: (refresh: boolean | 'auto') => Promise<unknown>;
     };
     const original = tokens.getTokenSet.bind(session);
+    // The object signs its requests with the DPoP key it was built with, and reads the
+    // tokens from the store on every call: once the user has signed in again (a new session,
+    // a new DPoP key), it would send the new token with the old key, the PDS would refuse it,
+    // and the OAuth client would then delete the new session as invalid. Such an object
+    // refuses to act instead, before anything is sent; a new restore gets the new session.
+    const boundKey = dpopKeyId(
+      (session as unknown as { server: { dpopKey: { bareJwk?: object } } }).server.dpopKey.bareJwk,
+    );
+    const sameLogin = (stored: NodeSavedSession | undefined) => {
+      if (stored && dpopKeyId(stored.dpopJwk) !== boundKey) {
+        throw new AtProtoUpstreamError(
+          'The user signed in again since this AT Protocol session was restored: restore it again.',
+        );
+      }
+    };
     tokens.getTokenSet = async (refresh: boolean | 'auto') => {
       if (refresh === 'auto') {
         const fresh = await this.freshStoredSession(did);
-        if (fresh) return noRefreshScope.run(scope(did, fresh), () => original(false));
+        if (fresh) {
+          sameLogin(fresh);
+          return noRefreshScope.run(scope(did, fresh), () => original(false));
+        }
       }
+      // A refresh (due, or forced after a 401): rare, so one more read is affordable.
+      sameLogin(await this.sessionStore.get(did).catch(() => undefined));
       return original(refresh).catch((error: unknown) => {
         // The session's own retry after a PDS 401 swallows this error and returns the 401:
         // recorded, so that the request can be answered for what happened (see
@@ -506,8 +567,10 @@ export class AtProtoAuthService {
     // signOut() reads the tokens, revokes them at the server and deletes the session: one
     // step under the session lock, like revoke(), so that no refresh interleaves with it.
     const signOut = session.signOut.bind(session);
-    session.signOut = () =>
-      this.locks.run(sessionLockName(did), () => oauthPhase.run('logout', signOut));
+    session.signOut = () => {
+      this.#restored.delete(did);
+      return this.locks.run(sessionLockName(did), () => oauthPhase.run('logout', signOut));
+    };
     return session;
   }
 
@@ -550,6 +613,8 @@ export class AtProtoAuthService {
     this.#restored.delete(did);
     try {
       return await this.locks.run(name, async () => {
+        // Again under the lock: a restore that was under way may have kept it meanwhile.
+        this.#restored.delete(did);
         if (ifUnused && (await this.#inUseSince(did, ifUnused))) return false;
         try {
           await oauthPhase.run('logout', () => this.client.revoke(did));
@@ -587,6 +652,12 @@ export class AtProtoAuthService {
 const RESTORED_REUSE_MS = 60_000;
 /** Restored session objects kept at most (one per DID). */
 const RESTORED_MAX_ENTRIES = 10_000;
+
+/** A DPoP key's public part, to tell two keys apart. */
+function dpopKeyId(jwk: object | undefined): string {
+  const { kty, crv, x, y } = (jwk ?? {}) as Record<string, unknown>;
+  return JSON.stringify([kty, crv, x, y]);
+}
 
 /**
  * What a restored session object is built from, apart from the tokens it reads per call:
