@@ -67,7 +67,13 @@ import {
 import { createTestDatabase } from '../../test/support/databases.js';
 import { startFakeAuthorizationServer } from '../../test/e2e/support/fake-authorization-server.js';
 import { noRefreshScope, sessionLockName } from '../../lib/lock/lock-scope.js';
-import { measure, type RoundResult, type Variant } from '../support/measure.js';
+import {
+  measure,
+  ratioTable,
+  type Results,
+  type RoundResult,
+  type Variant,
+} from '../support/measure.js';
 import { fmt, median, table } from '../support/report.js';
 import { deleteRedisKeys } from '../support/redis-keys.js';
 
@@ -364,7 +370,6 @@ interface Comparison {
 }
 
 /** Per comparison, per concurrency, per variant id: one result per round. */
-type Results = Record<string, Record<number, Record<string, RoundResult[]>>>;
 
 async function compare(comparisons: Comparison[]): Promise<Results> {
   const results: Results = {};
@@ -406,43 +411,6 @@ async function compare(comparisons: Comparison[]): Promise<Results> {
     }
   }
   return results;
-}
-
-function report(results: Results, comparisons: Comparison[]): string {
-  const rows: string[][] = [
-    [
-      'comparison',
-      'variant',
-      'callers',
-      'p50 µs',
-      'p50 ratio (range)',
-      'p99 µs',
-      'p99 ratio (range)',
-      'ops/s',
-    ],
-  ];
-  const range = (xs: number[]) =>
-    `**${fmt(median(xs), 2)}×** (${fmt(Math.min(...xs), 2)}–${fmt(Math.max(...xs), 2)})`;
-  for (const c of comparisons) {
-    for (const v of [c.baseline, ...c.subjects]) {
-      for (const n of CONCURRENCY) {
-        const base = results[c.label]![n]![c.baseline.id]!;
-        const own = results[c.label]![n]![v.id]!;
-        const isBase = v === c.baseline;
-        rows.push([
-          c.label,
-          isBase ? `${v.id} (baseline)` : v.id,
-          String(n),
-          fmt(median(own.map((x) => x.p50))),
-          isBase ? '1' : range(own.map((x, i) => x.p50 / base[i]!.p50)),
-          fmt(median(own.map((x) => x.p99))),
-          isBase ? '1' : range(own.map((x, i) => x.p99 / base[i]!.p99)),
-          fmt(median(own.map((x) => x.opsPerS))),
-        ]);
-      }
-    }
-  }
-  return table(rows);
 }
 
 /**
@@ -666,7 +634,7 @@ async function main(): Promise<void> {
         `${fmt(OPS)} reads per variant and concurrency, random rows; p50/p99: median over the ` +
         'rounds; ratio: module / baseline within each round, median (least–most).\n',
     );
-    console.log(report(results, comparisons));
+    console.log(ratioTable(results, comparisons, CONCURRENCY));
     if (args.json) writeFileSync(args.json, JSON.stringify(all, null, 2));
   } finally {
     for (const s of setups) await s.close().catch((e: unknown) => console.error(e));

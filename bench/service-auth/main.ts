@@ -51,8 +51,14 @@ import {
   VerifiedTokenCache,
 } from '../../lib/service-auth/verified-token-cache.js';
 import { signToken } from '../../test/e2e/support/service-jwt.js';
-import { measure, type RoundResult, type Variant } from '../support/measure.js';
-import { fmt, median, table } from '../support/report.js';
+import {
+  measure,
+  ratioTable,
+  type Results,
+  type RoundResult,
+  type Variant,
+} from '../support/measure.js';
+import { fmt, median } from '../support/report.js';
 
 /** One key for both apps of the run: the key ring is process-wide (crypto/key-ring.registry.ts). */
 const ENCRYPTION_KEY = randomBytes(32).toString('base64');
@@ -166,7 +172,6 @@ interface Comparison {
 }
 
 /** Per comparison, per concurrency, per variant id: one result per round. */
-type Results = Record<string, Record<number, Record<string, RoundResult[]>>>;
 
 /** Warm-up (JIT, the DID documents, the reused tokens into the cache), unmeasured. */
 async function warmUp(comparisons: Comparison[]): Promise<void> {
@@ -206,43 +211,6 @@ async function compare(comparisons: Comparison[]): Promise<Results> {
     }
   }
   return results;
-}
-
-function report(results: Results, comparisons: Comparison[]): string {
-  const rows: string[][] = [
-    [
-      'comparison',
-      'variant',
-      'callers',
-      'p50 µs',
-      'p50 ratio (range)',
-      'p99 µs',
-      'p99 ratio (range)',
-      'ops/s',
-    ],
-  ];
-  const range = (xs: number[]) =>
-    `**${fmt(median(xs), 3)}×** (${fmt(Math.min(...xs), 3)}–${fmt(Math.max(...xs), 3)})`;
-  for (const c of comparisons) {
-    for (const v of [c.baseline, c.subject]) {
-      for (const n of CONCURRENCY) {
-        const base = results[c.label]![n]![c.baseline.id]!;
-        const own = results[c.label]![n]![v.id]!;
-        const isBase = v === c.baseline;
-        rows.push([
-          c.label,
-          isBase ? `${v.id} (baseline)` : v.id,
-          String(n),
-          fmt(median(own.map((x) => x.p50)), 1),
-          isBase ? '1' : range(own.map((x, i) => x.p50 / base[i]!.p50)),
-          fmt(median(own.map((x) => x.p99)), 1),
-          isBase ? '1' : range(own.map((x, i) => x.p99 / base[i]!.p99)),
-          fmt(median(own.map((x) => x.opsPerS))),
-        ]);
-      }
-    }
-  }
-  return table(rows);
 }
 
 /**
@@ -409,7 +377,14 @@ async function main(): Promise<void> {
           after.entries,
         )} tokens held at the end (at most 10,000).\n`,
     );
-    console.log(report(results, comparisons));
+    console.log(
+      ratioTable(
+        results,
+        comparisons.map((c) => ({ ...c, subjects: [c.subject] })),
+        CONCURRENCY,
+        { ratioDigits: 3, latencyDigits: 1 },
+      ),
+    );
     const sample = await sign(issuers[0]!);
     const payload = JSON.parse(
       Buffer.from(sample.split('.')[1]!, 'base64url').toString('utf8'),
