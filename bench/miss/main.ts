@@ -580,20 +580,24 @@ async function main(): Promise<void> {
         });
       }
       if (PARTS.includes('restore')) {
+        // The session row read raw, its two secret columns decrypted and parsed.
+        const readDecrypt = async (did: string) => {
+          const row = (await oauthRow(did))!;
+          const tokenSet = JSON.parse(
+            ring.decrypt(envelopeOf(row.token_set), 'atproto_oauth_session.token_set'),
+          ) as { sub: string };
+          const jwk = JSON.parse(
+            ring.decrypt(envelopeOf(row.dpop_key), 'atproto_oauth_session.dpop_key'),
+          ) as Parameters<typeof JoseKey.fromJWK>[0];
+          return { tokenSet, jwk, authMethod: JSON.parse(row.auth_method) as unknown };
+        };
         comparisons.push({
           label: `restore ${dialect}`,
           baseline: {
             id: 'read+decrypt+import',
             run: async (did) => {
-              const row = (await oauthRow(did))!;
-              const tokenSet = JSON.parse(
-                ring.decrypt(envelopeOf(row.token_set), 'atproto_oauth_session.token_set'),
-              ) as { sub: string };
-              const jwk = JSON.parse(
-                ring.decrypt(envelopeOf(row.dpop_key), 'atproto_oauth_session.dpop_key'),
-              ) as Parameters<typeof JoseKey.fromJWK>[0];
-              const key = await JoseKey.fromJWK(jwk);
-              return { tokenSet, key, authMethod: JSON.parse(row.auth_method) as unknown };
+              const { jwk, ...rest } = await readDecrypt(did);
+              return { ...rest, key: await JoseKey.fromJWK(jwk) };
             },
           },
           subjects: [
@@ -607,16 +611,7 @@ async function main(): Promise<void> {
               // For reference: the baseline without the key import, which a reused restore
               // does not do either (it compares a hash of the stored key instead).
               id: 'read+decrypt (no key import)',
-              run: async (did) => {
-                const row = (await oauthRow(did))!;
-                const tokenSet = JSON.parse(
-                  ring.decrypt(envelopeOf(row.token_set), 'atproto_oauth_session.token_set'),
-                ) as { sub: string };
-                const jwk = JSON.parse(
-                  ring.decrypt(envelopeOf(row.dpop_key), 'atproto_oauth_session.dpop_key'),
-                ) as unknown;
-                return { tokenSet, jwk, authMethod: JSON.parse(row.auth_method) as unknown };
-              },
+              run: readDecrypt,
             },
           ],
           keys: s.dids,
